@@ -1,0 +1,149 @@
+"""``amr-dagster``: the command line.
+
+``run`` registers a seed batch as a partition and materializes it through the same Dagster
+definitions the UI loads (a persistent instance, so the runs show up in ``dagster dev``), then
+prints what each stage kept and rejected. ``verify`` re-verifies any JSONL dataset in the
+sandbox. This module is the driver, not domain logic, so it is (with ``definitions.py``) the
+one other place in ``amr_dagster`` that imports Dagster, lazily, inside ``run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def _default_home() -> Path:
+    return Path(os.environ.get("AMR_HOME", "./.amr"))
+
+
+def _prepare_environment(args: argparse.Namespace) -> None:
+    """Environment the definitions read at load time; must be set before importing them."""
+    home = _default_home()
+    if args.data_dir:
+        os.environ["AMR_DATA_DIR"] = str(Path(args.data_dir).resolve())
+    os.environ.setdefault("AMR_DATA_DIR", str((home / "data").resolve()))
+    if "DAGSTER_HOME" not in os.environ:
+        dagster_home = (home / "dagster").resolve()
+        dagster_home.mkdir(parents=True, exist_ok=True)
+        (dagster_home / "dagster.yaml").touch(exist_ok=True)
+        os.environ["DAGSTER_HOME"] = str(dagster_home)
+    if getattr(args, "llm_backend", None):
+        os.environ["AMR_LLM_BACKEND"] = args.llm_backend
+    if getattr(args, "sandbox", None):
+        os.environ["AMR_SANDBOX_BACKEND"] = args.sandbox
+
+
+def _run_config(args: argparse.Namespace, selected: list[str]) -> dict:
+    ops: dict[str, dict] = {}
+    if "filtered_seeds" in selected:
+        ops["filtered_seeds"] = {"config": {"typecheck": not args.no_typecheck, "docstring_judge": not args.no_judge, "benchmark_files": list(args.benchmark or [])}}
+    return {"ops": ops, "loggers": {"console": {"config": {"log_level": "INFO" if args.verbose else "WARNING"}}}}
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    _prepare_environment(args)
+    import dagster as dg
+
+    from amr_dagster.batches import BatchRegistry
+    from amr_dagster.definitions import defs
+    from amr_dagster.outcomes import summarize
+    from amr_dagster.settings import data_dir
+    from amr_dagster.stdlib_batch import write_stdlib_batch
+    from amr_dagster.storage import FrameStore
+    from assets import PARTITIONED_ASSETS
+    from assets.partitions import seed_batches
+    from sensors.seed_sensor import PIPELINE_JOB
+
+    if args.seeds:
+        location = Path(args.seeds)
+    else:
+        location = write_stdlib_batch(_default_home() / "builtin_seeds", args.stdlib_files)
+        print(f"seed batch: {args.stdlib_files or 'all'} files of this interpreter's standard library -> {location}")
+    batch = BatchRegistry(data_dir()).register(location)
+    instance = dg.DagsterInstance.get()
+    instance.add_dynamic_partitions(seed_batches.name, [batch.key])
+
+    order = [key.to_user_string() for a in PARTITIONED_ASSETS for key in a.keys]
+    selected = order if not args.select else [s.strip() for s in args.select.split(",") if s.strip()]
+    unknown = [s for s in selected if s not in order]
+    if unknown:
+        print(f"unknown asset(s) {unknown}; choose from {order}", file=sys.stderr)
+        return 2
+    print(f"partition {batch.key}: materializing {', '.join(selected)} (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
+    started = time.perf_counter()
+    job = defs.resolve_job_def(PIPELINE_JOB)
+    result = job.execute_in_process(
+        partition_key=batch.key,
+        instance=instance,
+        asset_selection=[dg.AssetKey.from_user_string(s) for s in selected],
+        run_config=_run_config(args, selected),
+        raise_on_error=False,
+    )
+    wall = time.perf_counter() - started
+
+    store = FrameStore(data_dir())
+    print(f"\n{'stage':<22}{'rows':>8}{'accepted':>10}{'rejected':>10}  top rejection reasons")
+    for name in selected:
+        if not store.exists(name, batch.key):
+            print(f"{name:<22}{'(not materialized)':>28}")
+            continue
+        counts = summarize(store.read(name, batch.key))
+        reasons = ", ".join(f"{r.split(':')[0]} {n}" for r, n in list(_families(counts["rejected_by_reason"]).items())[:4])
+        print(f"{name:<22}{counts['rows']:>8}{counts['accepted']:>10}{counts['rejected']:>10}  {reasons}")
+    for check in result.get_asset_check_evaluations():
+        if not check.passed:
+            print(f"CHECK FAILED: {check.asset_key.to_user_string()} {check.check_name}: {check.metadata}")
+    print(f"\nrun {result.run_id} {'succeeded' if result.success else 'FAILED'} in {wall:.1f}s; outputs under {data_dir()}")
+    print(f"open the UI: DAGSTER_HOME={os.environ['DAGSTER_HOME']} .venv/bin/dagster dev -w workspace.yaml")
+    return 0 if result.success else 1
+
+
+def _families(by_reason: dict[str, int]) -> dict[str, int]:
+    from amr_dagster.outcomes import reason_prefix
+
+    out: dict[str, int] = {}
+    for reason, n in by_reason.items():
+        fam = reason_prefix(reason)
+        out[fam] = out.get(fam, 0) + n
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="amr-dagster", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="register a seed batch and materialize it through Dagster")
+    run.add_argument("--seeds", help="a seed file or folder (.py folder, .tar.gz/.zip, .jsonl/.parquet with `content`); default: a standard-library batch")
+    run.add_argument("--select", help="comma-separated assets to materialize (default: every stage)")
+    run.add_argument("--stdlib-files", type=int, default=int(os.environ.get("AMR_STDLIB_FILES", "60")), help="files in the default standard-library batch (0 = all)")
+    run.add_argument("--data-dir", help="data root (default $AMR_DATA_DIR or ./.amr/data)")
+    run.add_argument("--no-typecheck", action="store_true", help="skip the pyright filter")
+    run.add_argument("--no-judge", action="store_true", help="skip the LLM docstring judge")
+    run.add_argument("--benchmark", action="append", help="extra benchmark JSONL to decontaminate against (repeatable)")
+    run.add_argument("--llm-backend", choices=["llama_cpp", "openai", "vllm", "none"], help="engine for both roles (default: embedded llama.cpp)")
+    run.add_argument("--sandbox", choices=["auto", "docker", "local"], help="sandbox backend (default auto)")
+    run.add_argument("-v", "--verbose", action="store_true", help="show Dagster's step logs")
+    run.set_defaults(func=cmd_run)
+
+    try:
+        from amr_dagster.sandbox.verify import add_verify_arguments, run_verify
+    except ImportError:
+        pass
+    else:
+        verify = sub.add_parser("verify", help="run rows with `code` and `tests` in the sandbox; write them with verdicts")
+        add_verify_arguments(verify)
+        verify.set_defaults(func=run_verify)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""The numbers that say whether evolution helps, per partition: for metadata and the dataset card.
+
+Definitions (``infra_error`` verdicts are sandbox faults, not answers, so they are left out of
+every rate's denominator and counted on their own):
+
+- ``direct_sample_pass_rate``: passing direct samples / executed direct samples.
+- ``direct_pass_rate``: instructions with at least one passing direct sample / instructions.
+- ``evolved_pass_rate``: passing evolved responses / evolved responses (an evolved response that
+  could not be parsed counts as not passing: it is an answer that failed).
+- transitions, per evolved response against the direct response it started from
+  (its ``parent_id``): ``fail_to_pass``, ``pass_to_fail``, ``pass_to_pass``, ``fail_to_fail``.
+- retrieval: per evolved response the best (top-1) similarity among the library modules shown
+  to the teacher; mean, median and max over the responses that were shown any.
+- ``verified_*``: what ``select_verified`` kept, by origin.
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+import polars as pl
+
+from amr_dagster.evol.decomposition import ID, PARENT, PASSED, VERDICT
+from amr_dagster.outcomes import ACCEPTED, STATUS
+
+INFRA_ERROR = "infra_error"
+
+
+def _rate(num: int, den: int) -> float:
+    return round(num / den, 4) if den else 0.0
+
+
+def evol_report(
+    direct_executed: pl.DataFrame,
+    evolved_executed: pl.DataFrame | None = None,
+    verified: pl.DataFrame | None = None,
+) -> dict[str, Any]:
+    """Flat, JSON-friendly numbers (see the module docstring for each definition)."""
+    direct_rows = direct_executed.to_dicts()
+    executed = [r for r in direct_rows if r.get(VERDICT) and r.get(VERDICT) != INFRA_ERROR]
+    instructions = {r[PARENT] for r in direct_rows}
+    passing_instructions = {r[PARENT] for r in direct_rows if r.get(VERDICT) == PASSED}
+    verdict_of = {r[ID]: r.get(VERDICT) for r in direct_rows}
+
+    report: dict[str, Any] = {
+        "instructions": len(instructions),
+        "direct_samples_executed": len(executed),
+        "direct_samples_infra_error": sum(r.get(VERDICT) == INFRA_ERROR for r in direct_rows),
+        "direct_sample_pass_rate": _rate(sum(r.get(VERDICT) == PASSED for r in executed), len(executed)),
+        "direct_pass_rate": _rate(len(passing_instructions), len(instructions)),
+    }
+
+    evolved_rows = evolved_executed.to_dicts() if evolved_executed is not None else []
+    judged = [r for r in evolved_rows if r.get(VERDICT) != INFRA_ERROR]
+    transitions = {"fail_to_pass": 0, "pass_to_fail": 0, "pass_to_pass": 0, "fail_to_fail": 0}
+    for r in judged:
+        before = verdict_of.get(r.get(PARENT))
+        if before == INFRA_ERROR:
+            continue
+        key = ("pass" if before == PASSED else "fail") + "_to_" + ("pass" if r.get(VERDICT) == PASSED else "fail")
+        transitions[key] += 1
+    top1 = [max(s) for s in (r.get("retrieved_similarities") or [] for r in evolved_rows) if s]
+    report.update(
+        {
+            "evolved_responses": len(evolved_rows),
+            "evolved_parsed": sum(r.get(STATUS) == ACCEPTED for r in evolved_rows),
+            "evolved_infra_error": len(evolved_rows) - len(judged),
+            "evolved_passed": sum(r.get(VERDICT) == PASSED for r in judged),
+            "evolved_pass_rate": _rate(sum(r.get(VERDICT) == PASSED for r in judged), len(judged)),
+            **transitions,
+            "retrieval_responses_with_modules": len(top1),
+            "retrieval_top1_similarity_mean": round(statistics.fmean(top1), 4) if top1 else None,
+            "retrieval_top1_similarity_median": round(statistics.median(top1), 4) if top1 else None,
+            "retrieval_top1_similarity_max": round(max(top1), 4) if top1 else None,
+        }
+    )
+
+    if verified is not None:
+        kept = verified.filter(pl.col(STATUS) == ACCEPTED) if verified.height else verified
+        origins = kept.get_column("origin").to_list() if kept.height else []
+        report.update(
+            {
+                "verified_pairs": kept.height,
+                "verified_evolved": origins.count("evolved"),
+                "verified_direct": origins.count("direct"),
+                "verified_yield": _rate(kept.height, len(instructions)),
+            }
+        )
+    return report
+
+
+_CARD_ROWS = [
+    ("Instructions", "instructions"),
+    ("Direct sample pass rate", "direct_sample_pass_rate"),
+    ("Direct pass rate (any sample passes)", "direct_pass_rate"),
+    ("Evolved responses", "evolved_responses"),
+    ("Evolved responses parsed", "evolved_parsed"),
+    ("Evolved pass rate", "evolved_pass_rate"),
+    ("Evolution: failing -> passing", "fail_to_pass"),
+    ("Evolution: passing -> failing", "pass_to_fail"),
+    ("Evolution: passing -> passing", "pass_to_pass"),
+    ("Evolution: failing -> failing", "fail_to_fail"),
+    ("Responses shown library modules", "retrieval_responses_with_modules"),
+    ("Top-1 retrieval similarity, mean", "retrieval_top1_similarity_mean"),
+    ("Top-1 retrieval similarity, median", "retrieval_top1_similarity_median"),
+    ("Top-1 retrieval similarity, max", "retrieval_top1_similarity_max"),
+    ("Verified pairs", "verified_pairs"),
+    ("Verified pairs from evolved responses", "verified_evolved"),
+    ("Verified pairs from direct responses", "verified_direct"),
+]
+
+
+def report_markdown(report: dict[str, Any], title: str = "AMR-Evol: direct vs evolved responses") -> str:
+    """A Markdown table of ``evol_report`` numbers for the dataset card (absent numbers omitted)."""
+    lines = [f"### {title}", "", "| Measure | Value |", "|---|---|"]
+    for label, key in _CARD_ROWS:
+        if key in report and report[key] is not None:
+            lines.append(f"| {label} | {report[key]} |")
+    return "\n".join(lines) + "\n"
+
+
+def combine_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """Dataset-level numbers from per-partition reports: counts summed, rates re-weighted.
+
+    Medians cannot be combined from medians; the combined report gives the weighted mean and the
+    max of the per-partition top-1 similarities and leaves the median out.
+    """
+    counts = [
+        "instructions", "direct_samples_executed", "direct_samples_infra_error", "evolved_responses",
+        "evolved_parsed", "evolved_passed", "evolved_infra_error", "fail_to_pass", "pass_to_fail", "pass_to_pass",
+        "fail_to_fail", "retrieval_responses_with_modules", "verified_pairs", "verified_evolved",
+        "verified_direct",
+    ]
+    out: dict[str, Any] = {k: sum(int(r.get(k) or 0) for r in reports) for k in counts}
+    weighted = [
+        ("direct_sample_pass_rate", "direct_samples_executed"),
+        ("direct_pass_rate", "instructions"),
+    ]
+    for rate, weight in weighted:
+        out[rate] = _rate(sum((r.get(rate) or 0) * (r.get(weight) or 0) for r in reports), out[weight])
+    judged = out["evolved_responses"] - out["evolved_infra_error"]
+    out["evolved_pass_rate"] = _rate(out["evolved_passed"], judged)
+    n_sim = out["retrieval_responses_with_modules"]
+    means = [(r.get("retrieval_top1_similarity_mean"), r.get("retrieval_responses_with_modules") or 0) for r in reports]
+    out["retrieval_top1_similarity_mean"] = (
+        round(sum(m * n for m, n in means if m is not None) / n_sim, 4) if n_sim else None
+    )
+    maxes = [r.get("retrieval_top1_similarity_max") for r in reports if r.get("retrieval_top1_similarity_max") is not None]
+    out["retrieval_top1_similarity_max"] = max(maxes) if maxes else None
+    out["verified_yield"] = _rate(out["verified_pairs"], out["instructions"])
+    return out

@@ -1,0 +1,205 @@
+"""Any OpenAI-compatible server (``vllm serve``, llama.cpp's server, hosted APIs) over httpx.
+
+Completion prompts go to ``/v1/completions`` (base models are prompted few-shot), chats to
+``/v1/chat/completions``. Up to ``max_concurrency`` calls run at once in a thread pool (the
+server does the batching; a ``vllm serve`` fleet behind a load balancer batches across all of
+them), and each one is reported the moment it finishes so the cache commits it.
+
+Failures (see ``base`` for the policy):
+
+- 429, 408, 5xx, timeouts and connection errors are retried with exponential backoff and full
+  jitter (``Retry-After`` is honoured when the server sends it). After the last retry the batch
+  stops with ``EngineUnavailable`` naming the URL and the cause; finished calls stay cached.
+- 400/413/422 concern this one prompt (too long for the context, invalid stop list, ...): the
+  request becomes an error completion and the batch goes on.
+- 401/403/404 mean a wrong key, URL or model name: every call would fail the same way, so they
+  raise ``EngineUnavailable`` at once.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any, Iterator, Sequence
+
+import httpx
+
+from amr_dagster.llm.base import (
+    FINISH_STOP,
+    Completion,
+    EngineUnavailable,
+    LLMRequest,
+    collect,
+    error_completion,
+)
+
+RETRY_STATUS = {408, 409, 425, 429}
+PER_REQUEST_STATUS = {400, 413, 422}
+
+
+def normalize_base_url(base_url: str) -> str:
+    """``http://host:8000`` and ``http://host:8000/v1/`` both mean ``http://host:8000/v1``."""
+    url = base_url.rstrip("/")
+    if not url:
+        raise ValueError("the openai backend needs a base_url, e.g. http://127.0.0.1:8000/v1")
+    return url if url.endswith("/v1") else url + "/v1"
+
+
+class _PerRequestError(Exception):
+    """This prompt was refused; record it, keep the batch going."""
+
+
+class OpenAIEngine:
+    """Client of one OpenAI-compatible endpoint; thread-safe, shareable between roles."""
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key: str = "",
+        max_concurrency: int = 8,
+        max_retries: int = 5,
+        timeout_s: float = 120.0,
+        backoff_base_s: float = 0.5,
+        backoff_max_s: float = 30.0,
+        model_id: str | None = None,
+    ) -> None:
+        self.base_url = normalize_base_url(base_url)
+        self.model = model
+        # The model name identifies the weights; the URL is where they are served today.
+        self.model_id = model_id or f"openai:{model}"
+        self.max_concurrency = max(1, max_concurrency)
+        self.max_retries = max(0, max_retries)
+        self.backoff_base_s = backoff_base_s
+        self.backoff_max_s = backoff_max_s
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.Client(
+            headers=headers,
+            timeout=httpx.Timeout(timeout_s, connect=min(10.0, timeout_s)),
+            limits=httpx.Limits(max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency),
+        )
+        self._rng = random.Random()
+        self._rng_lock = threading.Lock()
+        self.calls_made = 0  # HTTP attempts, for tests and logs
+
+    def close(self) -> None:
+        self._client.close()
+
+    # -- one call ---------------------------------------------------------------------------
+    def _body(self, request: LLMRequest) -> tuple[str, dict[str, Any]]:
+        p = request.params
+        body: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": p.max_tokens,
+            "temperature": p.temperature,
+            "top_p": p.top_p,
+            "n": 1,
+        }
+        if p.stop:
+            body["stop"] = list(p.stop)
+        if p.seed is not None:
+            body["seed"] = p.seed
+        if request.is_chat:
+            body["messages"] = [{"role": r, "content": c} for r, c in request.messages or ()]
+            return f"{self.base_url}/chat/completions", body
+        body["prompt"] = request.prompt
+        return f"{self.base_url}/completions", body
+
+    def _backoff(self, attempt: int, retry_after: str | None) -> float:
+        if retry_after:
+            try:
+                return min(self.backoff_max_s, max(0.0, float(retry_after)))
+            except ValueError:
+                pass  # an HTTP date: fall back to our own schedule
+        cap = min(self.backoff_max_s, self.backoff_base_s * (2**attempt))
+        with self._rng_lock:
+            return self._rng.uniform(0, cap)  # "full jitter"
+
+    def _call(self, request: LLMRequest) -> Completion:
+        url, body = self._body(request)
+        cause = ""
+        for attempt in range(self.max_retries + 1):
+            retry_after = None
+            with self._rng_lock:
+                self.calls_made += 1
+            try:
+                response = self._client.post(url, json=body)
+            except (httpx.TimeoutException, httpx.TransportError) as exc:
+                cause = f"{type(exc).__name__}: {exc}"
+            else:
+                status = response.status_code
+                if status == 200:
+                    return self._parse(response, request.is_chat)
+                detail = response.text[:300]
+                if status in PER_REQUEST_STATUS:
+                    raise _PerRequestError(f"HTTP {status} from {url}: {detail}")
+                if status in RETRY_STATUS or status >= 500:
+                    cause = f"HTTP {status}: {detail}"
+                    retry_after = response.headers.get("retry-after")
+                else:
+                    raise EngineUnavailable(f"POST {url} refused with HTTP {status}: {detail}")
+            if attempt < self.max_retries:
+                time.sleep(self._backoff(attempt, retry_after))
+        raise EngineUnavailable(
+            f"POST {url} failed after {self.max_retries + 1} attempts; last cause: {cause}"
+        )
+
+    @staticmethod
+    def _parse(response: httpx.Response, is_chat: bool) -> Completion:
+        try:
+            data = response.json()
+            choice = data["choices"][0]
+            if is_chat:
+                text = (choice.get("message") or {}).get("content") or ""
+            else:
+                text = choice.get("text") or ""
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+            raise _PerRequestError(f"unparseable response ({exc}): {response.text[:300]}") from exc
+        usage = data.get("usage") or {}
+        return Completion(
+            text=text,
+            finish_reason=choice.get("finish_reason") or FINISH_STOP,
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+            sample_index=0,
+        )
+
+    def _call_recorded(self, request: LLMRequest) -> Completion:
+        try:
+            return self._call(request)
+        except _PerRequestError as exc:
+            return error_completion(str(exc), 0)
+
+    # -- batches ----------------------------------------------------------------------------
+    def generate_each(self, requests: Sequence[LLMRequest]) -> Iterator[tuple[int, Completion]]:
+        """Single-sample requests, ``max_concurrency`` in flight, yielded as each finishes."""
+        if not requests:
+            return
+        pool = ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="openai")
+        pending: dict[Future, int] = {}
+        todo = iter(range(len(requests)))
+        try:
+            # Keep at most 2x concurrency queued so a failure stops the batch quickly.
+            for k in todo:
+                pending[pool.submit(self._call_recorded, requests[k])] = k
+                if len(pending) >= 2 * self.max_concurrency:
+                    break
+            while pending:
+                done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+                for future in done:
+                    k = pending.pop(future)
+                    yield k, future.result()  # EngineUnavailable propagates from here
+                for k in todo:
+                    pending[pool.submit(self._call_recorded, requests[k])] = k
+                    if len(pending) >= 2 * self.max_concurrency:
+                        break
+        finally:
+            for future in pending:
+                future.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def generate(self, requests: Sequence[LLMRequest]) -> list[list[Completion]]:
+        return collect(self, requests)

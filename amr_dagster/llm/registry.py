@@ -1,0 +1,157 @@
+"""One loaded model per process: engines and cached engines built once and shared.
+
+The ``generator`` and ``teacher`` roles are configured separately, but when both point at the
+same model they must share ONE loaded model (a second llama.cpp or vLLM instance would double
+memory and load time). ``EngineSpec`` is the hashable description of an engine; the registry
+maps equal specs to the same live engine, and (spec, cache file) to the same ``CachedEngine``.
+
+Note for Dagster: the default multiprocess executor builds resources per step process, so an
+in-process model reloads per step (Gemma 270M loads in about a second; a vLLM model does not).
+Use the in-process executor for LLM steps, or serve the model (``vllm serve`` or llama.cpp's
+server) and use the ``openai`` backend from every step.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from amr_dagster.llm.base import LLMEngine
+from amr_dagster.llm.cache import CacheStore, SQLiteCache, default_cache_path
+from amr_dagster.llm.cached import CachedEngine
+
+BACKENDS = ("llama_cpp", "openai", "vllm", "none")
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """Everything that decides which engine is built (secrets excluded from ``repr``)."""
+
+    backend: str = "llama_cpp"
+    model: str = ""  # llama_cpp: GGUF path ("" = embedded Gemma); openai/vllm: model name
+    base_url: str = ""
+    api_key: str = ""
+    max_concurrency: int = 8
+    max_retries: int = 5
+    timeout_s: float = 120.0
+    n_ctx: int = 8192
+    n_threads: int = 0  # 0 = all cores
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.9
+    max_model_len: int = 0  # 0 = the model's own
+    enable_prefix_caching: bool = True
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown LLM backend {self.backend!r}; expected one of {BACKENDS}")
+
+    def identity(self) -> tuple:
+        """The fields that decide the live engine: roles differing elsewhere still share it."""
+        if self.backend == "llama_cpp":
+            return (self.backend, self.model, self.n_ctx, self.n_threads)
+        if self.backend == "vllm":
+            return (
+                self.backend,
+                self.model,
+                self.tensor_parallel_size,
+                self.gpu_memory_utilization,
+                self.max_model_len,
+                self.enable_prefix_caching,
+            )
+        return (
+            self.backend,
+            self.model,
+            self.base_url,
+            self.api_key,
+            self.max_concurrency,
+            self.max_retries,
+            self.timeout_s,
+        )
+
+    def __repr__(self) -> str:  # never print the API key
+        key = "***" if self.api_key else ""
+        return f"EngineSpec(backend={self.backend!r}, model={self.model!r}, base_url={self.base_url!r}, api_key={key!r})"
+
+
+_lock = threading.Lock()
+_engines: dict[tuple, LLMEngine] = {}
+_caches: dict[str, CacheStore] = {}
+_cached_engines: dict[tuple, CachedEngine] = {}
+
+
+def build_engine(spec: EngineSpec) -> LLMEngine:
+    """A new engine for ``spec`` (prefer ``shared_engine``; this loads a model)."""
+    if spec.backend == "llama_cpp":
+        from amr_dagster.llm.llama_cpp_engine import LlamaCppEngine
+
+        return LlamaCppEngine(
+            spec.model or None, n_ctx=spec.n_ctx, n_threads=spec.n_threads or None
+        )
+    if spec.backend == "openai":
+        from amr_dagster.llm.openai_engine import OpenAIEngine
+
+        return OpenAIEngine(
+            spec.base_url,
+            spec.model or "default",
+            api_key=spec.api_key,
+            max_concurrency=spec.max_concurrency,
+            max_retries=spec.max_retries,
+            timeout_s=spec.timeout_s,
+        )
+    if spec.backend == "vllm":
+        from amr_dagster.llm.vllm_engine import VLLMEngine
+
+        if not spec.model:
+            raise ValueError("backend 'vllm' needs a model (a Hugging Face name or local path)")
+        return VLLMEngine(
+            spec.model,
+            tensor_parallel_size=spec.tensor_parallel_size,
+            gpu_memory_utilization=spec.gpu_memory_utilization,
+            max_model_len=spec.max_model_len or None,
+            enable_prefix_caching=spec.enable_prefix_caching,
+        )
+    raise ValueError(f"backend {spec.backend!r} builds no engine")
+
+
+def shared_engine(spec: EngineSpec) -> LLMEngine:
+    """The process-wide engine for ``spec``, built on first use."""
+    with _lock:
+        engine = _engines.get(spec.identity())
+        if engine is None:
+            engine = _engines[spec.identity()] = build_engine(spec)
+        return engine
+
+
+def shared_cache(path: str | Path | None = None) -> CacheStore:
+    """The process-wide SQLite cache at ``path`` (default: under the data root)."""
+    resolved = str(Path(path).resolve() if path else default_cache_path().resolve())
+    with _lock:
+        cache = _caches.get(resolved)
+        if cache is None:
+            cache = _caches[resolved] = SQLiteCache(resolved)
+        return cache
+
+
+def shared_cached_engine(spec: EngineSpec, cache_path: str | Path | None = None) -> CachedEngine | None:
+    """What a stage calls: the shared engine behind the shared cache; ``None`` for backend "none"."""
+    if spec.backend == "none":
+        return None
+    cache = shared_cache(cache_path)
+    resolved = str(Path(cache_path).resolve() if cache_path else default_cache_path().resolve())
+    engine = shared_engine(spec)
+    with _lock:
+        key = (spec.identity(), resolved)
+        cached = _cached_engines.get(key)
+        if cached is None:
+            cached = _cached_engines[key] = CachedEngine(engine, cache)
+        return cached
+
+
+def cpu_count() -> int:
+    """Cores this process may use (respects CPU affinity / cgroup-limited sets)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)

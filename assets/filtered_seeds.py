@@ -1,0 +1,66 @@
+"""``filtered_seeds``: quality rules, pyright, benchmark decontamination, docstring judge."""
+
+from __future__ import annotations
+
+import time
+
+import dagster as dg
+import polars as pl
+
+from amr_dagster.filters import FILTERED_SEED_COLUMNS, FilterConfig, filter_seeds
+from amr_dagster.outcomes import accepted
+from assets.partitions import seed_batches
+from assets.stage import accepted_ids, emit, stage_checks
+from resources.llm import LLMResource
+
+
+class FilterSettings(dg.Config):
+    """Run config of the seed filters (defaults are the issue's)."""
+
+    max_lines: int = 150
+    denied_imports: list[str] = list(FilterConfig().denied_imports)
+    typecheck: bool = True
+    typecheck_timeout_s: float = FilterConfig().typecheck_timeout_s
+    benchmark_files: list[str] = []
+    docstring_judge: bool = True
+
+
+@dg.asset(
+    partitions_def=seed_batches,
+    group_name="seeds",
+    kinds={"python", "parquet"},
+    code_version="filtered_seeds.v1",
+    check_specs=stage_checks("filtered_seeds"),
+    description="Seeds that return a value, carry no TODO/bug markers, import nothing denied, are short, "
+    "take parameters, type-check under pyright, are not benchmark problems, and whose docstring "
+    "suffices to re-implement them (LLM judge). Every rejection keeps its reason.",
+)
+def filtered_seeds(context: dg.AssetExecutionContext, config: FilterSettings, generator: LLMResource, seed_functions: pl.DataFrame):
+    started = time.perf_counter()
+    candidates = accepted(seed_functions)
+    judge = None
+    if config.docstring_judge:
+        engine = generator.engine()
+        if engine is not None:
+            from amr_dagster.docstring_judge import make_judge
+
+            judge = make_judge(engine)
+    core_config = FilterConfig(
+        max_lines=config.max_lines,
+        denied_imports=tuple(config.denied_imports),
+        typecheck=config.typecheck,
+        typecheck_timeout_s=config.typecheck_timeout_s,
+        benchmark_files=tuple(config.benchmark_files),
+    )
+    usage_before = generator.usage_snapshot()
+    frame, stats = filter_seeds(candidates, core_config, judge=judge)
+    yield from emit(
+        context,
+        frame,
+        expected_inputs=accepted_ids(seed_functions),
+        input_column="id",
+        schema=FILTERED_SEED_COLUMNS,
+        started=started,
+        stats=stats,
+        extra={"llm": generator.usage_since(usage_before), "docstring_judge": judge is not None},
+    )

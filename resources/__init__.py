@@ -1,0 +1,39 @@
+"""Dagster resources: storage, seed location, LLM engines, sandboxes.
+
+``default_resources()`` builds them from the environment, the way hooli-data-eng keys
+resources by deployment: nothing secret is read here; API keys go through ``EnvVar``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+
+def default_resources() -> dict[str, object]:
+    from resources.data_root import DataRoot
+    from resources.llm import LLMResource
+    from resources.parquet_io import ParquetFrameIOManager
+    from resources.seed_location import LocalSeedLocation
+
+    data_dir = os.environ.get("AMR_DATA_DIR", "")
+    generator = LLMResource.from_env("GENERATOR")
+    teacher = LLMResource.from_env("TEACHER")
+    resources: dict[str, object] = {
+        "io_manager": ParquetFrameIOManager(data_dir=data_dir),
+        "data_root": DataRoot(path=data_dir),
+        "seed_location": LocalSeedLocation(path=os.environ.get("AMR_SEEDS_DIR", "")),
+        "generator": generator,
+        "teacher": teacher,
+    }
+    try:
+        from resources.sandbox import SandboxResource
+
+        resources["sandbox"] = SandboxResource(backend=os.environ.get("AMR_SANDBOX_BACKEND", "auto"))
+    except ImportError:  # the sandbox stages are not wired yet
+        pass
+    return resources
+
+
+__all__ = ["default_resources", "dg"]

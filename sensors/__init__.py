@@ -1,0 +1,1 @@
+"""Automation: the seed-arrival sensor and the backfill schedule."""

@@ -1,0 +1,34 @@
+"""Shared fixtures: every test gets its own data root, seeds folder and Dagster home."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+try:  # the session-scoped real dockerd (started and stopped by the tests themselves)
+    from tests.docker_fixtures import *  # noqa: F401,F403
+except ImportError:
+    pass
+
+
+@pytest.fixture
+def amr_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    """Isolated AMR_DATA_DIR / AMR_SEEDS_DIR / DAGSTER_HOME under tmp_path."""
+    data = tmp_path / "data"
+    seeds = tmp_path / "seeds"
+    home = tmp_path / "dagster_home"
+    for p in (data, seeds, home):
+        p.mkdir()
+    (home / "dagster.yaml").write_text("")
+    monkeypatch.setenv("AMR_DATA_DIR", str(data))
+    monkeypatch.setenv("AMR_SEEDS_DIR", str(seeds))
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv("AMR_LLM_BACKEND", os.environ.get("AMR_TEST_LLM_BACKEND", "none"))
+    return {"data": data, "seeds": seeds, "home": home}
