@@ -11,7 +11,6 @@ from __future__ import annotations
 import dagster as dg
 
 from assets import GLOBAL_ASSETS, PARTITIONED_ASSETS
-from assets.partitions import seed_batches
 from resources import default_resources
 from sensors.backfill_schedule import backfill_schedule
 from sensors.seed_sensor import PIPELINE_JOB, seed_file_sensor
@@ -19,7 +18,6 @@ from sensors.seed_sensor import PIPELINE_JOB, seed_file_sensor
 amr_pipeline = dg.define_asset_job(
     PIPELINE_JOB,
     selection=dg.AssetSelection.assets(*PARTITIONED_ASSETS),
-    partitions_def=seed_batches,
     description="Every stage for one seed batch: mining, filters, dedup, generation, evolution, verification.",
 )
 

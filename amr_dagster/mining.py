@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import ast
 import io
+import re
 import tokenize
+import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -23,6 +25,8 @@ import polars as pl
 from .ids import row_id, stable_id
 from .outcomes import ACCEPTED, REASON, STATUS, with_status
 from .seed_sources import SourceFile, content_hash, iter_source_files
+
+_TOP_LEVEL_DEF = re.compile(r"^\f*(?:async[ \t]+)?def[ \t\\]", re.MULTILINE)
 
 SEED_FUNCTION_COLUMNS: dict[str, pl.DataType] = {
     "id": pl.String(),
@@ -69,8 +73,14 @@ def mine_source(src: SourceFile, batch: str, occurrence: int = 0) -> list[dict]:
     if problem is not None:
         return rejected(problem)
     assert text is not None
+    if not _TOP_LEVEL_DEF.search(text):
+        # Cheap pre-screen: a top-level function starts a line with "def"/"async def", so a
+        # file without one (test modules, class-only modules) is not worth parsing.
+        return rejected("no_documented_functions")
     try:
-        module = ast.parse(text)
+        with warnings.catch_warnings():  # arbitrary code: no SyntaxWarning/DeprecationWarning noise
+            warnings.simplefilter("ignore")
+            module = ast.parse(text)
     except SyntaxError as exc:  # includes IndentationError and "too many nested parentheses"
         return rejected(f"syntax_error: line {exc.lineno}: {exc.msg}")
     except (RecursionError, MemoryError) as exc:
@@ -207,7 +217,7 @@ def _function_row(
     # The same function text twice in one file would give two rows one id: number the repeats.
     repeat = seen_codes.get(code, 0)
     seen_codes[code] = repeat + 1
-    used = _used_names(node)
+    used = _used_names(node) if imports else set()
     row = _empty_row(parent, batch, src)
     row.update(
         id=row_id(parent, code) if repeat == 0 else row_id(parent, code, repeat),

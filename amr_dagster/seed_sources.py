@@ -6,7 +6,8 @@ table with a ``content`` column (The Stack's layout; ``path``, ``repo`` and ``li
 are kept when present, and The Stack's ``max_stars_repo_*`` names are understood too).
 
 Inside folders and archives only ``*.py`` entries are seed files; other entries (READMEs, data,
-directories) are not seeds and are skipped by design. Every ``.py`` entry, and every row of a
+directories) are not seeds and are skipped by design, except that a symlink loop or an
+unlistable directory is always reported, since it may hide seeds. Every ``.py`` entry, and every row of a
 table, yields exactly one ``SourceFile``; an entry that cannot be used (unsafe archive path,
 symlink loop, too large, unreadable, corrupt, a broken JSONL line) yields a ``SourceFile`` with
 ``data=None`` and an ``error`` reason, so the miner records it as a rejection instead of the run
@@ -103,7 +104,9 @@ def content_hash(data: bytes | None) -> str | None:
 
 def _iter_folder(root: Path, max_file_bytes: int) -> Iterator[SourceFile]:
     for rel, path, error in _walk(root):
-        if not rel.endswith(".py"):
+        # A symlink loop or an unlistable directory may hide seeds, whatever its name: report it.
+        hides_seeds = error is not None and error.startswith(("symlink_loop", "unreadable_directory"))
+        if not rel.endswith(".py") and not hides_seeds:
             continue
         if error is not None:
             yield SourceFile(rel, None, error=error)
@@ -112,47 +115,56 @@ def _iter_folder(root: Path, max_file_bytes: int) -> Iterator[SourceFile]:
 
 
 def _walk(root: Path) -> Iterator[tuple[str, Path, str | None]]:
-    """Every file under ``root`` in sorted order as (relative path, path, error or None).
+    """Every file under ``root`` in sorted path order as (relative path, path, error or None).
 
     Symlinks are followed, but a directory that is one of its own ancestors (a symlink loop)
     is reported once as an error entry instead of being walked forever. Broken or looping
-    file symlinks are reported too.
+    file symlinks are reported too. Iterative, so deep trees cannot overflow the stack.
     """
     root_stat = root.stat()
-    # Each stack frame: (directory path, relative prefix, identities of the directory and its ancestors).
-    stack: list[tuple[Path, str, frozenset[tuple[int, int]]]] = [
-        (root, "", frozenset({(root_stat.st_dev, root_stat.st_ino)}))
-    ]
-    while stack:
-        directory, prefix, ancestors = stack.pop()
+    Frame = tuple[Iterator[str], Path, str, frozenset[tuple[int, int]]]
+
+    def open_dir(directory: Path, prefix: str, ancestors: frozenset[tuple[int, int]]) -> Frame | str:
         try:
-            names = sorted(os.listdir(directory))
+            return iter(sorted(os.listdir(directory))), directory, prefix, ancestors
         except OSError as exc:
-            yield prefix.rstrip("/") or ".", directory, f"unreadable: {exc.strerror or exc}"
+            return f"unreadable_directory: {exc.strerror or exc}"
+
+    first = open_dir(root, "", frozenset({(root_stat.st_dev, root_stat.st_ino)}))
+    if isinstance(first, str):
+        yield ".", root, first
+        return
+    stack: list[Frame] = [first]
+    while stack:
+        names, directory, prefix, ancestors = stack[-1]
+        name = next(names, None)
+        if name is None:
+            stack.pop()
             continue
-        subdirs: list[tuple[Path, str, frozenset[tuple[int, int]]]] = []
-        for name in names:
-            path = directory / name
-            rel = prefix + name
-            try:
-                st = path.stat()  # follows symlinks
-            except OSError as exc:
-                if exc.errno == 40:  # ELOOP: a symlink pointing (indirectly) at itself
-                    yield rel, path, "symlink_loop"
-                elif path.is_symlink():
-                    yield rel, path, "unreadable: broken symlink"
-                else:
-                    yield rel, path, f"unreadable: {exc.strerror or exc}"
+        path = directory / name
+        rel = prefix + name
+        try:
+            st = path.stat()  # follows symlinks
+        except OSError as exc:
+            if exc.errno == 40:  # ELOOP: a symlink pointing (indirectly) at itself
+                yield rel, path, "symlink_loop"
+            elif path.is_symlink():
+                yield rel, path, "unreadable: broken symlink"
+            else:
+                yield rel, path, f"unreadable: {exc.strerror or exc}"
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            identity = (st.st_dev, st.st_ino)
+            if identity in ancestors:
+                yield rel, path, "symlink_loop"
                 continue
-            if stat.S_ISDIR(st.st_mode):
-                identity = (st.st_dev, st.st_ino)
-                if identity in ancestors:
-                    yield rel, path, "symlink_loop"
-                else:
-                    subdirs.append((path, rel + "/", ancestors | {identity}))
-            elif stat.S_ISREG(st.st_mode):
-                yield rel, path, None
-        stack.extend(reversed(subdirs))  # pop() then visits them in sorted order
+            frame = open_dir(path, rel + "/", ancestors | {identity})
+            if isinstance(frame, str):
+                yield rel, path, frame
+            else:
+                stack.append(frame)
+        elif stat.S_ISREG(st.st_mode):
+            yield rel, path, None
 
 
 def _read_file(path: Path, rel: str, max_file_bytes: int) -> SourceFile:

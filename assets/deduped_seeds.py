@@ -1,15 +1,14 @@
 """``deduped_seeds``: MinHash near-dedup within the batch and against every earlier batch."""
 
-from __future__ import annotations
 
 import time
 
 import dagster as dg
 import polars as pl
 
-from amr_dagster.dedup import DEDUPED_EXTRA_COLUMNS, DedupConfig, SignatureStore, dedup_batch
-from amr_dagster.filters import FILTERED_SEED_COLUMNS
+from amr_dagster.dedup import DedupConfig, SignatureStore, dedup_batch
 from amr_dagster.outcomes import accepted
+from amr_dagster.schemas import DEDUPED_SEED_COLUMNS
 from assets.partitions import seed_batches
 from assets.stage import accepted_ids, emit, stage_checks
 from resources.data_root import DataRoot
@@ -36,14 +35,14 @@ class DedupSettings(dg.Config):
 def deduped_seeds(context: dg.AssetExecutionContext, config: DedupSettings, data_root: DataRoot, filtered_seeds: pl.DataFrame):
     started = time.perf_counter()
     core = DedupConfig(num_perm=config.num_perm, threshold=config.threshold, shingle_size=config.shingle_size)
-    store = SignatureStore(data_root.root() / "minhash", core)
+    store = SignatureStore(data_root.root() / "minhash")
     frame, stats = dedup_batch(accepted(filtered_seeds), context.partition_key, store, core)
     yield from emit(
         context,
         frame,
         expected_inputs=accepted_ids(filtered_seeds),
         input_column="id",
-        schema={**FILTERED_SEED_COLUMNS, **DEDUPED_EXTRA_COLUMNS},
+        schema=DEDUPED_SEED_COLUMNS,
         started=started,
         stats=stats,
     )

@@ -1,14 +1,14 @@
 """``filtered_seeds``: quality rules, pyright, benchmark decontamination, docstring judge."""
 
-from __future__ import annotations
 
 import time
 
 import dagster as dg
 import polars as pl
 
-from amr_dagster.filters import FILTERED_SEED_COLUMNS, FilterConfig, filter_seeds
+from amr_dagster.filters import FilterConfig, filter_seeds
 from amr_dagster.outcomes import accepted
+from amr_dagster.schemas import FILTERED_SEED_COLUMNS
 from assets.partitions import seed_batches
 from assets.stage import accepted_ids, emit, stage_checks
 from resources.llm import LLMResource

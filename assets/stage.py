@@ -6,7 +6,6 @@ Each partitioned stage yields its frame plus two in-asset checks:
 - ``schema``: the frame has the stage's declared columns and types.
 """
 
-from __future__ import annotations
 
 import time
 from typing import Any, Iterator, Mapping

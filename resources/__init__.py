@@ -17,13 +17,15 @@ def default_resources() -> dict[str, object]:
     from resources.parquet_io import ParquetFrameIOManager
     from resources.seed_location import LocalSeedLocation
 
-    data_dir = os.environ.get("AMR_DATA_DIR", "")
+    # Paths stay empty here and are read from the environment when a step runs, so one loaded
+    # code location follows AMR_DATA_DIR / AMR_SEEDS_DIR of the process that executes it.
+    data_dir = ""
     generator = LLMResource.from_env("GENERATOR")
     teacher = LLMResource.from_env("TEACHER")
     resources: dict[str, object] = {
         "io_manager": ParquetFrameIOManager(data_dir=data_dir),
         "data_root": DataRoot(path=data_dir),
-        "seed_location": LocalSeedLocation(path=os.environ.get("AMR_SEEDS_DIR", "")),
+        "seed_location": LocalSeedLocation(path=""),
         "generator": generator,
         "teacher": teacher,
     }

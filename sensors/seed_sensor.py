@@ -2,7 +2,6 @@
 and a run; an unchanged one does nothing. The cursor remembers each entry's change stamp and
 key, so content is hashed only when an entry changes and a tick is idempotent."""
 
-from __future__ import annotations
 
 import json
 

@@ -46,8 +46,8 @@ def greet(name: str) -> None:
     print(name)
 '''
 
-# scale_values again with one word of its docstring changed (a near duplicate) and a new function.
-FUNCS_B = FUNCS_A.split("def count_vowels")[0].replace("of the input values", "of all input values") + '''
+# scale_values again with a comment added (a near duplicate, Jaccard ~0.85) and a new function.
+FUNCS_B = FUNCS_A.split("def count_vowels")[0].replace("    return result", "    # scaled copy\n    return result") + '''
 
 def clamp_number(value: int, low: int, high: int) -> int:
     """Return value limited to the closed interval from low to high, so callers never see values outside it."""

@@ -16,9 +16,11 @@ GOOD = 'def double(x: int) -> int:\n    """Return twice the value of x."""\n    
 
 
 def _tick(instance, cursor=None):
-    from amr_dagster.definitions import defs
+    from resources.data_root import DataRoot
+    from resources.seed_location import LocalSeedLocation
 
-    ctx = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs)
+    resources = {"seed_location": LocalSeedLocation(), "data_root": DataRoot()}
+    ctx = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources)
     return seed_file_sensor(ctx)
 
 

@@ -64,6 +64,9 @@ class EvolConfig:
     come from the instruction and direct response (see ``retrieval_queries``).
     ``use_retrieval=False``: no retrieved library modules in the evolution prompt.
     ``chat=True``: send chat messages (instruct teachers) instead of a completion prompt.
+    ``require_typed_signature=True`` rejects modules lacking a parameter or return annotation
+    (``untyped_signature``); off by default because the embedded 270M teacher mostly copies the
+    solution's own untyped ``def`` lines; every module row records ``typed`` either way.
     """
 
     global_seed: int = 0
@@ -75,7 +78,7 @@ class EvolConfig:
     decomposition_max_tokens: int = 384
     evolution_max_tokens: int = 768
     max_modules: int = 8
-    require_typed_signature: bool = True
+    require_typed_signature: bool = False
     max_retrieved: int = 3
     min_similarity: float = 0.0
     max_retrieved_code_chars: int = 1200
@@ -233,6 +236,7 @@ class ParsedModule:
     parameters: list[dict[str, str]] = field(default_factory=list)
     return_type: str | None = None
     returns: str | None = None
+    typed: bool = False
     reason: str | None = None
     source: str = ""
 
@@ -333,16 +337,17 @@ def _module_from_def(fn: ast.FunctionDef | ast.AsyncFunctionDef, source: str, re
         for a in _all_args(fn)
     ]
     return_type = ast.unparse(fn.returns) if fn.returns is not None else None
+    untyped = [p["name"] for p in parameters if not p["type"] and p["name"] not in ("self", "cls")]
+    if return_type is None:
+        untyped.append("return")
     reason = None
-    if require_typed:
-        untyped = [p["name"] for p in parameters if not p["type"] and p["name"] not in ("self", "cls")]
-        if return_type is None:
-            untyped.append("return")
-        if untyped:
-            reason = "untyped_signature: " + ", ".join(untyped)
-    if reason is None and not description:
+    if require_typed and untyped:
+        reason = "untyped_signature: " + ", ".join(untyped)
+    elif not description:
         reason = "missing_description"
-    return ParsedModule(fn.name, signature, description or None, parameters, return_type, returns, reason, source)
+    return ParsedModule(
+        fn.name, signature, description or None, parameters, return_type, returns, not untyped, reason, source
+    )
 
 
 def _chunks(block: str) -> list[str]:
@@ -377,12 +382,19 @@ def _parse_chunk(chunk: str, require_typed: bool) -> ParsedModule:
     return module
 
 
+@lru_cache(maxsize=1)
+def _example_signatures() -> frozenset[str]:
+    """Signatures of the one-shot example's modules: a small model sometimes just repeats them."""
+    example = evol_prompts()["decomposition"]["example"]["modules"]
+    return frozenset(_signature_text(n) for n in ast.parse(example).body if isinstance(n, ast.FunctionDef))
+
+
 def parse_modules(text: str, config: EvolConfig | None = None) -> tuple[list[ParsedModule], str | None]:
     """Teacher output -> (modules in order, output-level reject reason or None).
 
-    Only top-level ``def`` stubs count (a body, if the model wrote one, is ignored). Names already
-    seen are rejected as ``duplicate_module_name``, stubs beyond ``max_modules`` as
-    ``too_many_modules``. An output without a single ``def`` is ``unparsed_output``.
+    Only top-level ``def`` stubs count (a body, if the model wrote one, is ignored). A stub with the
+    signature of a one-shot example module is ``copied_example``; names already seen are
+    ``duplicate_module_name``; stubs beyond ``max_modules`` are ``too_many_modules``. An output without a single ``def`` is ``unparsed_output``.
     """
     config = config or EvolConfig()
     block = stub_block(text)
@@ -398,12 +410,15 @@ def parse_modules(text: str, config: EvolConfig | None = None) -> tuple[list[Par
     if not modules:
         detail = "empty output" if not text.strip() else "no def stub found"
         return [], f"unparsed_output: {detail}"
+    copied = _example_signatures()
     seen: set[str] = set()
     usable = 0
     for m in modules:
         if m.reason is not None:
             continue
-        if m.name in seen:
+        if m.signature in copied:
+            m.reason = f"copied_example: {m.name}"
+        elif m.name in seen:
             m.reason = f"duplicate_module_name: {m.name}"
         elif usable >= config.max_modules:
             m.reason = f"too_many_modules: more than {config.max_modules}"
@@ -427,6 +442,7 @@ MODULE_COLUMNS = {
     "parameters": pl.List(pl.Struct({"name": pl.String, "type": pl.String, "description": pl.String})),
     "return_type": pl.String,
     "returns": pl.String,
+    "typed": pl.Boolean,
     "source": pl.String,
     "position": pl.Int64,
     "direct_passed": pl.Boolean,
@@ -509,12 +525,14 @@ def decomposed_modules(
                     parameters=m.parameters,
                     return_type=m.return_type,
                     returns=m.returns,
+                    typed=m.typed if m.signature else None,
                     source=m.source,
                     position=position,
                 )
             )
             reasons.append(m.reason)
     frame = with_status(pl.DataFrame(rows, schema=MODULE_COLUMNS), reasons)
+    usable = frame.filter(pl.col(STATUS) == "accepted")
     stats = {
         **summarize(frame),
         "instructions": direct.height,
@@ -522,11 +540,8 @@ def decomposed_modules(
         "direct_passing": int(direct.get_column("direct_passed").sum()) if direct.height else 0,
         "responses_decomposed": decomposed,
         "decomposition_parse_rate": round(decomposed / len(todo), 4) if todo else 0.0,
-        "modules_per_decomposed_response": round(
-            int((frame.get_column(STATUS) == "accepted").sum()) / decomposed, 3
-        )
-        if decomposed
-        else 0.0,
+        "modules_per_decomposed_response": round(usable.height / decomposed, 3) if decomposed else 0.0,
+        "modules_typed_rate": round(int(usable.get_column("typed").sum()) / usable.height, 4) if usable.height else 0.0,
     }
     return frame, stats
 
@@ -535,30 +550,19 @@ def retrieval_queries(direct: pl.DataFrame, modules: pl.DataFrame | None, config
     """What to search the library with: ``query_id, instruction_id, text``.
 
     With decomposition, one query per accepted module (``query_id`` = ``module_id``, text from
-    ``module_query_text``). Without it (the ablation), one query per direct response built from
-    the instruction and its code (``query_id`` = the direct response id).
+    ``module_query_text``). Without it (the ablation), and for a direct response the teacher
+    could not decompose, one query built from the instruction and the code (``query_id`` = the
+    direct response id).
     """
     schema = {"query_id": pl.String, "instruction_id": pl.String, "text": pl.String}
-    if config.use_decomposition:
-        if modules is None or modules.is_empty():
-            return pl.DataFrame(schema=schema)
-        ok = modules.filter(pl.col(STATUS) == "accepted")
-        return pl.DataFrame(
-            [
-                {
-                    "query_id": m["module_id"],
-                    "instruction_id": m["instruction_id"],
-                    "text": module_query_text(m["name"], m["signature"], m["description"] or ""),
-                }
-                for m in ok.iter_rows(named=True)
-            ],
-            schema=schema,
-        )
-    ok = direct.filter(pl.col(STATUS) == "accepted")
-    return pl.DataFrame(
-        [
-            {"query_id": d["direct_id"], "instruction_id": d["instruction_id"], "text": f"{d['instruction']}\n{d['code']}"}
-            for d in ok.iter_rows(named=True)
-        ],
-        schema=schema,
-    )
+    rows: list[dict[str, Any]] = []
+    if config.use_decomposition and modules is not None and not modules.is_empty():
+        for m in modules.filter(pl.col(STATUS) == "accepted").iter_rows(named=True):
+            text = module_query_text(m["name"], m["signature"], m["description"] or "")
+            rows.append({"query_id": m["module_id"], "instruction_id": m["instruction_id"], "text": text})
+    covered = {r["instruction_id"] for r in rows}
+    for d in direct.filter(pl.col(STATUS) == "accepted").iter_rows(named=True):
+        if d["instruction_id"] not in covered:
+            text = f"{d['instruction']}\n{d['code']}"
+            rows.append({"query_id": d["direct_id"], "instruction_id": d["instruction_id"], "text": text})
+    return pl.DataFrame(rows, schema=schema)

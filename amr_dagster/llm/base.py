@@ -109,14 +109,16 @@ def error_completion(message: str, sample_index: int) -> Completion:
 
 
 def sample_seed(seed: int | None, sample_index: int) -> int | None:
-    """A distinct, reproducible seed per sample index (``None`` stays ``None``: unseeded).
+    """A distinct, reproducible 31-bit seed per sample index (``None`` stays ``None``: unseeded).
 
-    Sample 0 keeps the base seed so ``n=1`` requests use exactly the seed the stage chose.
-    The rest derive 31-bit seeds, which every backend (llama.cpp, vLLM, OpenAI) accepts.
+    Sample 0 keeps the base seed when it already fits in 31 bits, so ``n=1`` requests use
+    exactly the seed the stage chose; other samples (and wider base seeds, e.g. 63-bit
+    ``ids.seed_for``) are hashed down to 31 bits, which every backend accepts (llama.cpp's
+    sampler takes a uint32, some servers an int32).
     """
     if seed is None:
         return None
-    if sample_index == 0:
+    if sample_index == 0 and 0 <= seed < 2**31:
         return seed
     return int(stable_id("sample", seed, sample_index, length=8), 16) & 0x7FFFFFFF
 

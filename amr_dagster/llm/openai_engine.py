@@ -18,6 +18,7 @@ Failures (see ``base`` for the policy):
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -150,7 +151,8 @@ class OpenAIEngine:
     @staticmethod
     def _parse(response: httpx.Response, is_chat: bool) -> Completion:
         try:
-            data = response.json()
+            # Decode ourselves: invalid UTF-8 from the server becomes U+FFFD, not an exception.
+            data = json.loads(response.content.decode("utf-8", errors="replace"))
             choice = data["choices"][0]
             if is_chat:
                 text = (choice.get("message") or {}).get("content") or ""

@@ -149,6 +149,15 @@ def shared_cached_engine(spec: EngineSpec, cache_path: str | Path | None = None)
         return cached
 
 
+def loaded_cached_engine(spec: EngineSpec, cache_path: str | Path | None = None) -> CachedEngine | None:
+    """The shared cached engine if it was already built, without building it (for accounting)."""
+    if spec.backend == "none":
+        return None
+    resolved = str(Path(cache_path).resolve() if cache_path else default_cache_path().resolve())
+    with _lock:
+        return _cached_engines.get((spec.identity(), resolved))
+
+
 def cpu_count() -> int:
     """Cores this process may use (respects CPU affinity / cgroup-limited sets)."""
     try:

@@ -56,6 +56,9 @@ class SandboxResult:
     duration_s: float = 0.0
     detail: str = ""  # why: e.g. "no tests ran", "nonce missing", "infra: container died"
     job_id: str = ""
+    # What went wrong around the program (timeout, leftover processes, tampering...): a worker
+    # that reports any anomaly is replaced before its next job.
+    anomalies: tuple[str, ...] = ()
 
     @property
     def passed(self) -> bool:

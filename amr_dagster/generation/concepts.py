@@ -1,0 +1,133 @@
+"""S->C (``seed_concepts``): the programming concepts each seed function uses.
+
+One completion per accepted seed; the prompt shows few-shot function -> concept-line examples
+and leaves the seed's concept line open. Every seed yields one row: accepted with a list of
+concepts, or rejected (``unparsed: no concepts``, ``unterminated: hit max_tokens``,
+``llm_error: ...``). Columns: see ``CONCEPT_SCHEMA``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+
+from amr_dagster.generation.calls import Timer, generate_grouped, llm_failure, usage_of
+from amr_dagster.generation.config import GenerationConfig
+from amr_dagster.generation.fewshot import FewShotLibrary, default_library
+from amr_dagster.generation.parsing import parse_concepts
+from amr_dagster.generation.prompting import (
+    Templates,
+    choose_shots,
+    concepts_prompt,
+    default_templates,
+    prompt_version,
+    shot_key,
+)
+from amr_dagster.ids import row_id, seed_for
+from amr_dagster.llm.base import LLMEngine, LLMRequest, SamplingParams
+from amr_dagster.outcomes import accepted, summarize
+
+LLM_COLUMNS: dict[str, pl.DataType] = {
+    "shot_ids": pl.List(pl.String()),
+    "prompt_version": pl.String(),
+    "model_id": pl.String(),
+    "raw_output": pl.String(),
+    "finish_reason": pl.String(),
+    "prompt_tokens": pl.Int64(),
+    "completion_tokens": pl.Int64(),
+    "cached": pl.Boolean(),
+    "status": pl.String(),
+    "reject_reason": pl.String(),
+}
+
+CONCEPT_SCHEMA: dict[str, pl.DataType] = {
+    "id": pl.String(),
+    "parent_id": pl.String(),
+    "seed_id": pl.String(),
+    "batch": pl.String(),
+    "seed_name": pl.String(),
+    "concepts": pl.List(pl.String()),
+    **LLM_COLUMNS,
+}
+
+
+def truncate_seed(code: str, max_chars: int) -> str:
+    """Keep whole lines up to ``max_chars`` so a long seed cannot crowd out the few-shot prefix."""
+    if len(code) <= max_chars:
+        return code
+    cut = code.rfind("\n", 0, max_chars)
+    return code[: cut if cut > 0 else max_chars]
+
+
+def llm_fields(shots: list, version: str, model_id: str, completion: Any, reason: str | None) -> dict[str, Any]:
+    """The columns every LLM stage records about the call that produced a row."""
+    return {
+        "shot_ids": [s.id for s in shots],
+        "prompt_version": version,
+        "model_id": model_id,
+        "raw_output": completion.text,
+        "finish_reason": completion.finish_reason,
+        "prompt_tokens": completion.prompt_tokens,
+        "completion_tokens": completion.completion_tokens,
+        "cached": completion.cached,
+        "status": "accepted" if reason is None else "rejected",
+        "reject_reason": reason,
+    }
+
+
+def seed_concepts(
+    frame: pl.DataFrame,
+    engine: LLMEngine,
+    config: GenerationConfig = GenerationConfig(),
+    *,
+    library: FewShotLibrary | None = None,
+    templates: Templates | None = None,
+) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """One concepts row per accepted seed (columns id, batch, name, code are read)."""
+    library = library or default_library()
+    templates = templates or default_templates()
+    version = prompt_version(templates, library)
+    step = templates["concepts"]
+    seeds = accepted(frame).to_dicts()
+    with Timer() as timer:
+        requests, keys, shot_lists = [], [], []
+        for seed in seeds:
+            key = shot_key(seed["id"], config.shot_sets)
+            shots = choose_shots(library, key, config.concept_shots, config.global_seed, "concepts")
+            prompt = concepts_prompt(templates, shots, truncate_seed(seed["code"] or "", config.max_seed_chars))
+            params = SamplingParams(
+                n=1,
+                temperature=config.concepts_temperature,
+                top_p=config.top_p,
+                max_tokens=config.concepts_max_tokens,
+                stop=step.stop,
+                seed=seed_for(seed["id"], config.global_seed, "concepts") & 0x7FFFFFFF,
+            )
+            requests.append(LLMRequest(prompt=prompt, params=params, tag=seed["id"]))
+            keys.append(key)
+            shot_lists.append(shots)
+        answers = generate_grouped(engine, requests, keys, config.chunk_size)
+    rows = []
+    for seed, shots, answer in zip(seeds, shot_lists, answers):
+        completion = answer[0]
+        reason = llm_failure(completion)
+        concepts: tuple[str, ...] = ()
+        if reason is None:
+            parsed = parse_concepts(completion.text, completion.finish_reason, seed.get("name"), config.max_concepts)
+            concepts, reason = parsed.concepts, parsed.reason
+        rows.append(
+            {
+                "id": row_id(seed["id"], completion.text),
+                "parent_id": seed["id"],
+                "seed_id": seed["id"],
+                "batch": seed.get("batch"),
+                "seed_name": seed.get("name"),
+                "concepts": list(concepts),
+                **llm_fields(shots, version, engine.model_id, completion, reason),
+            }
+        )
+    out = pl.DataFrame(rows, schema=CONCEPT_SCHEMA)
+    completions = [a[0] for a in answers]
+    stats = {"rows_in": len(seeds), **summarize(out), "llm": usage_of(completions, timer.elapsed, engine.model_id)}
+    return out, stats

@@ -1,0 +1,56 @@
+"""Settings of the three SelfCodeAlign generation stages (one object, passed to each stage)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+CATEGORY_CHOICES = ("function", "function", "class", "program")  # SelfCodeAlign's weighting
+DIFFICULTY_CHOICES = ("easy", "medium", "hard")
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """Defaults fit the embedded Gemma 3 270M on a small CPU; raise shots/samples on a GPU.
+
+    ``shot_sets``: 0 draws a fresh shot set per row; K > 0 hashes rows into K shared shot sets
+    so the few-shot prefix is evaluated once per set (see ``prompting``). ``chunk_size`` is how
+    many requests go to the engine per call: every finished call is in the persistent cache, so
+    a crash loses at most one chunk's in-flight work.
+    """
+
+    global_seed: int = 0
+    language: str = "python"
+    categories: tuple[str, ...] = CATEGORY_CHOICES
+    difficulties: tuple[str, ...] = DIFFICULTY_CHOICES
+    # few-shot prompting
+    concept_shots: int = 4
+    instruction_shots: int = 4
+    response_shots: int = 3
+    shot_sets: int = 8
+    chunk_size: int = 16
+    top_p: float = 0.95
+    # S->C
+    concepts_temperature: float = 0.0
+    concepts_max_tokens: int = 48
+    max_seed_chars: int = 1600
+    max_concepts: int = 8
+    # C->I
+    instruction_temperature: float = 0.7
+    instruction_max_tokens: int = 160
+    min_instruction_chars: int = 40
+    max_instruction_chars: int = 1500
+    # I->R
+    n_samples: int = 4
+    response_temperature: float = 0.7
+    response_max_tokens: int = 512
+
+    def __post_init__(self) -> None:
+        if self.n_samples < 1:
+            raise ValueError(f"n_samples must be >= 1, got {self.n_samples}")
+        if self.chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
+        if not self.categories or not self.difficulties:
+            raise ValueError("categories and difficulties must not be empty")
+        if not isinstance(self.categories, tuple) or not isinstance(self.difficulties, tuple):
+            object.__setattr__(self, "categories", tuple(self.categories))
+            object.__setattr__(self, "difficulties", tuple(self.difficulties))

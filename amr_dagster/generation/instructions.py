@@ -1,0 +1,121 @@
+"""C->I (``instructions``): a new coding task from each seed's concepts.
+
+Per accepted concepts row: a category drawn from function/function/class/program and a
+difficulty from easy/medium/hard (both seeded by the row id), then one completion whose prompt
+shows few-shot properties -> instruction examples, the last shot of the same category. Every
+input row yields one output row; rejections: ``empty``, ``too_short: N chars``,
+``too_long: N chars``, ``unterminated: hit max_tokens``, ``repetitive``,
+``copied_fewshot: <example id>``, ``llm_error: ...``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+
+from amr_dagster.generation.calls import Timer, generate_grouped, llm_failure, usage_of
+from amr_dagster.generation.concepts import LLM_COLUMNS, llm_fields
+from amr_dagster.generation.config import GenerationConfig
+from amr_dagster.generation.fewshot import FewShotLibrary, default_library
+from amr_dagster.generation.parsing import normalize_code, parse_instruction
+from amr_dagster.generation.prompting import (
+    Templates,
+    choose_shots,
+    default_templates,
+    draw_property,
+    instruction_prompt,
+    prompt_version,
+    shot_key,
+)
+from amr_dagster.ids import row_id, seed_for
+from amr_dagster.llm.base import LLMEngine, LLMRequest, SamplingParams
+from amr_dagster.outcomes import accepted, summarize
+
+INSTRUCTION_SCHEMA: dict[str, pl.DataType] = {
+    "id": pl.String(),
+    "parent_id": pl.String(),
+    "seed_id": pl.String(),
+    "batch": pl.String(),
+    "concepts": pl.List(pl.String()),
+    "category": pl.String(),
+    "difficulty": pl.String(),
+    "language": pl.String(),
+    "instruction": pl.String(),
+    **LLM_COLUMNS,
+}
+
+
+def instructions(
+    frame: pl.DataFrame,
+    engine: LLMEngine,
+    config: GenerationConfig = GenerationConfig(),
+    *,
+    library: FewShotLibrary | None = None,
+    templates: Templates | None = None,
+) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """One instruction row per accepted concepts row (reads id, seed_id, batch, concepts)."""
+    library = library or default_library()
+    templates = templates or default_templates()
+    version = prompt_version(templates, library)
+    step = templates["instructions"]
+    known = {normalize_code(e.instruction): e.id for e in library.examples}
+    parents = accepted(frame).to_dicts()
+    with Timer() as timer:
+        requests, keys, drawn = [], [], []
+        for parent in parents:
+            category = draw_property(parent["id"], config.global_seed, "category", config.categories)
+            difficulty = draw_property(parent["id"], config.global_seed, "difficulty", config.difficulties)
+            # Rows of one shot set and one category share the whole few-shot prefix.
+            key = f"{category}/{shot_key(parent['id'], config.shot_sets)}"
+            shots = choose_shots(
+                library, key, config.instruction_shots, config.global_seed, "instructions", prefer_category=category
+            )
+            prompt = instruction_prompt(templates, shots, parent["concepts"], category, difficulty, config.language)
+            params = SamplingParams(
+                n=1,
+                temperature=config.instruction_temperature,
+                top_p=config.top_p,
+                max_tokens=config.instruction_max_tokens,
+                stop=step.stop,
+                seed=seed_for(parent["id"], config.global_seed, "instructions") & 0x7FFFFFFF,
+            )
+            requests.append(LLMRequest(prompt=prompt, params=params, tag=parent["id"]))
+            keys.append(key)
+            drawn.append((category, difficulty, shots))
+        answers = generate_grouped(engine, requests, keys, config.chunk_size)
+    rows = []
+    for parent, (category, difficulty, shots), answer in zip(parents, drawn, answers):
+        completion = answer[0]
+        reason = llm_failure(completion)
+        text = ""
+        if reason is None:
+            parsed = parse_instruction(
+                completion.text,
+                completion.finish_reason,
+                min_chars=config.min_instruction_chars,
+                max_chars=config.max_instruction_chars,
+                known=known,
+            )
+            text, reason = parsed.instruction, parsed.reason
+        rows.append(
+            {
+                "id": row_id(parent["id"], completion.text),
+                "parent_id": parent["id"],
+                "seed_id": parent.get("seed_id") or parent["id"],
+                "batch": parent.get("batch"),
+                "concepts": list(parent.get("concepts") or []),
+                "category": category,
+                "difficulty": difficulty,
+                "language": config.language,
+                "instruction": text,
+                **llm_fields(shots, version, engine.model_id, completion, reason),
+            }
+        )
+    out = pl.DataFrame(rows, schema=INSTRUCTION_SCHEMA)
+    stats = {
+        "rows_in": len(parents),
+        **summarize(out),
+        "llm": usage_of([a[0] for a in answers], timer.elapsed, engine.model_id),
+    }
+    return out, stats

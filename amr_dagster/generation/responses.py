@@ -1,0 +1,123 @@
+"""I->R (``responses``): n sampled responses with tests per instruction.
+
+Per accepted instruction: one request with ``n_samples`` samples at ``response_temperature``,
+seeded by the instruction id (the engine derives one seed per sample index). Each sample
+becomes one row (``sample_index``, ``parent_id`` = the instruction id) parsed into explanation,
+code and tests; rejections: ``no_code_block``, ``no_tests``, ``unterminated: ...``,
+``syntax_error: code line N``, ``syntax_error: tests line N``, ``copied_fewshot: <id>``,
+``llm_error: ...``. Execution against the tests is the next stage's job.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+
+from amr_dagster.generation.calls import Timer, generate_grouped, llm_failure, usage_of
+from amr_dagster.generation.concepts import LLM_COLUMNS, llm_fields
+from amr_dagster.generation.config import GenerationConfig
+from amr_dagster.generation.fewshot import FewShotLibrary, default_library
+from amr_dagster.generation.parsing import normalize_code, parse_response
+from amr_dagster.generation.prompting import (
+    Templates,
+    choose_shots,
+    default_templates,
+    prompt_version,
+    response_prompt,
+    shot_key,
+)
+from amr_dagster.ids import row_id, seed_for
+from amr_dagster.llm.base import LLMEngine, LLMRequest, SamplingParams
+from amr_dagster.outcomes import accepted, summarize
+
+RESPONSE_SCHEMA: dict[str, pl.DataType] = {
+    "id": pl.String(),
+    "parent_id": pl.String(),
+    "seed_id": pl.String(),
+    "batch": pl.String(),
+    "sample_index": pl.Int64(),
+    "concepts": pl.List(pl.String()),
+    "category": pl.String(),
+    "difficulty": pl.String(),
+    "language": pl.String(),
+    "instruction": pl.String(),
+    "response": pl.String(),
+    "explanation": pl.String(),
+    "code": pl.String(),
+    "tests": pl.String(),
+    **LLM_COLUMNS,
+}
+
+
+def responses(
+    frame: pl.DataFrame,
+    engine: LLMEngine,
+    config: GenerationConfig = GenerationConfig(),
+    *,
+    library: FewShotLibrary | None = None,
+    templates: Templates | None = None,
+) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """``n_samples`` rows per accepted instruction (reads id, seed_id, batch, instruction, ...)."""
+    library = library or default_library()
+    templates = templates or default_templates()
+    version = prompt_version(templates, library)
+    step = templates["responses"]
+    known_code = {normalize_code(e.code): e.id for e in library.examples}
+    parents = accepted(frame).to_dicts()
+    with Timer() as timer:
+        requests, keys, shot_lists = [], [], []
+        for parent in parents:
+            category = parent.get("category")
+            key = f"{category}/{shot_key(parent['id'], config.shot_sets)}"
+            shots = choose_shots(
+                library, key, config.response_shots, config.global_seed, "responses", prefer_category=category
+            )
+            params = SamplingParams(
+                n=config.n_samples,
+                temperature=config.response_temperature,
+                top_p=config.top_p,
+                max_tokens=config.response_max_tokens,
+                stop=step.stop,
+                seed=seed_for(parent["id"], config.global_seed, "responses") & 0x7FFFFFFF,
+            )
+            prompt = response_prompt(templates, shots, parent["instruction"])
+            requests.append(LLMRequest(prompt=prompt, params=params, tag=parent["id"]))
+            keys.append(key)
+            shot_lists.append(shots)
+        answers = generate_grouped(engine, requests, keys, config.chunk_size)
+    rows = []
+    for parent, shots, answer in zip(parents, shot_lists, answers):
+        for completion in answer:
+            reason = llm_failure(completion)
+            explanation = code = tests = response = ""
+            if reason is None:
+                parsed = parse_response(completion.text, completion.finish_reason, known_code=known_code)
+                explanation, code, tests, reason = parsed.explanation, parsed.code, parsed.tests, parsed.reason
+                response = parsed.response if code else ""
+            rows.append(
+                {
+                    "id": row_id(parent["id"], completion.text, completion.sample_index),
+                    "parent_id": parent["id"],
+                    "seed_id": parent.get("seed_id"),
+                    "batch": parent.get("batch"),
+                    "sample_index": completion.sample_index,
+                    "concepts": list(parent.get("concepts") or []),
+                    "category": parent.get("category"),
+                    "difficulty": parent.get("difficulty"),
+                    "language": parent.get("language") or config.language,
+                    "instruction": parent["instruction"],
+                    "response": response,
+                    "explanation": explanation,
+                    "code": code,
+                    "tests": tests,
+                    **llm_fields(shots, version, engine.model_id, completion, reason),
+                }
+            )
+    out = pl.DataFrame(rows, schema=RESPONSE_SCHEMA)
+    stats = {
+        "rows_in": len(parents),
+        **summarize(out),
+        "llm": usage_of([c for a in answers for c in a], timer.elapsed, engine.model_id),
+    }
+    return out, stats

@@ -1,0 +1,90 @@
+"""Backend choice: Docker when an engine answers, else bubblewrap; fail closed if neither isolates.
+
+Every sandbox handed out here has passed its isolation self-test (a passing job passes, a failing
+job fails, the network is unreachable, a host file is unreadable). There is no fallback to a plain
+subprocess: if no isolating backend works, ``SandboxUnavailable`` is raised and the caller stops.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from amr_dagster.sandbox.base import Sandbox, SandboxUnavailable
+
+BACKENDS = ("auto", "docker", "local")
+log = logging.getLogger(__name__)
+
+
+def docker_engine_answers(timeout: float = 2.0) -> bool:
+    """Whether a Docker engine (``DOCKER_HOST`` or the default socket) answers a ping quickly."""
+    try:
+        import docker
+
+        client = docker.from_env(timeout=timeout)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:  # no SDK, no socket, refused, timed out: no engine
+        return False
+
+
+def _open_docker(workers: int | None, opts: dict[str, Any]) -> Sandbox:
+    from amr_dagster.sandbox.docker_backend import DockerSandbox
+
+    return DockerSandbox(**opts) if workers is None else DockerSandbox(workers=workers, **opts)
+
+
+def _open_local(workers: int | None, opts: dict[str, Any]) -> Sandbox:
+    from amr_dagster.sandbox.bubblewrap import BubblewrapSandbox
+
+    return BubblewrapSandbox(workers=workers, **opts)
+
+
+def _tested(open_backend, workers: int | None, opts: dict[str, Any]) -> Sandbox:
+    sandbox = open_backend(workers, opts)
+    try:
+        sandbox.self_test()
+    except BaseException:
+        sandbox.close()
+        raise
+    return sandbox
+
+
+def open_sandbox(
+    backend: str = "auto",
+    workers: int | None = None,
+    *,
+    docker_opts: dict[str, Any] | None = None,
+    local_opts: dict[str, Any] | None = None,
+    **opts: Any,
+) -> Sandbox:
+    """A self-tested sandbox: ``docker``, ``local`` (bubblewrap) or ``auto``.
+
+    ``opts`` go to whichever backend is opened; ``docker_opts``/``local_opts`` only to that one.
+    Raises ``SandboxUnavailable`` when the requested backend (for ``auto``: both) cannot isolate.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown sandbox backend {backend!r}; choose one of {BACKENDS}")
+    docker_kwargs = {**opts, **(docker_opts or {})}
+    local_kwargs = {**opts, **(local_opts or {})}
+    if backend == "docker":
+        return _tested(_open_docker, workers, docker_kwargs)
+    if backend == "local":
+        return _tested(_open_local, workers, local_kwargs)
+
+    reasons = []
+    if docker_engine_answers():
+        try:
+            return _tested(_open_docker, workers, docker_kwargs)
+        except (SandboxUnavailable, ImportError) as exc:
+            reasons.append(f"docker: {exc}")
+            log.warning("Docker engine answers but its sandbox is unusable, trying bubblewrap: %s", exc)
+    else:
+        reasons.append("docker: no engine answers")
+    try:
+        return _tested(_open_local, workers, local_kwargs)
+    except SandboxUnavailable as exc:
+        reasons.append(f"local: {exc}")
+    raise SandboxUnavailable("no isolating sandbox backend works here; refusing to run code. " + " | ".join(reasons))

@@ -1,0 +1,319 @@
+"""The local sandbox backend: pre-forked workers, each one long-lived bubblewrap sandbox.
+
+Hardening (DESIGN section 5, measured here):
+
+* bwrap runs as an unprivileged uid of its own per worker (run as root, the sandbox's uid would
+  map to root), so a job cannot signal or count against another worker's processes;
+* ``--unshare-all`` (network, pid, ipc, uts, cgroup, user namespaces; only an unconfigured
+  loopback exists inside) and ``--disable-userns`` (no nested user namespace, so no route to
+  capabilities for mount, ptrace or namespace games), ``--die-with-parent``, ``--new-session`` (no terminal to inject into),
+  ``--clearenv`` plus a fixed small environment (bwrap's own environment is readable inside as
+  pid 1's environ, so bwrap is started with an empty one too);
+* the file system is a fresh tmpfs root with read-only binds of ``/usr`` only (and the
+  ``/bin``, ``/lib*`` symlinks merged-usr Debian needs), then ``--remount-ro /``; size-limited
+  tmpfs ``/tmp`` and ``/dev/shm``; ``--proc /proc``, a minimal ``--dev /dev`` remounted
+  read-only (bwrap's ``/dev`` is an unbounded tmpfs owned by the sandbox user); the runner script
+  is copied in through a memfd (no host path of the project is visible);
+* rlimits on the worker before bwrap execs (core 0, files, processes, file size, address
+  space), tighter per-job rlimits on each job's child (see ``runner_main``);
+* the worker's python is pid 1 of the sandbox (``--as-pid-1``): it forks a fresh child per job
+  and afterwards ``kill(-1, SIGKILL)``s and reaps every other process, empties ``/tmp`` and
+  ``/dev/shm``; a worker that reports any anomaly (timeout, oom, output limit, tampering,
+  leftover processes, leftover System V IPC, unclean scratch) is killed and replaced, and every
+  worker is recycled after ``recycle_after`` jobs.
+
+The python inside is the system ``/usr/bin/python3``, never the project's virtualenv.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import queue
+import select
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Sequence
+
+from amr_dagster.sandbox import harness
+from amr_dagster.sandbox.base import SandboxJob, SandboxResult, SandboxUnavailable
+
+RUNNER_PATH = "/" + harness.RUNNER_FILE
+SANDBOX_ENV = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8", "TMPDIR": "/tmp"}
+MERGED_USR_DIRS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
+# Unprivileged uids for workers: no passwd entry needed, far above regular and system users.
+UID_BASE = 1_200_000
+_uid_counter = itertools.count()
+
+
+def _next_uid() -> int:
+    """A uid no other worker of this machine is likely to hold (pid-spread, then counted)."""
+    return UID_BASE + (os.getpid() % 4096) * 256 + next(_uid_counter) % 256
+
+
+class _Launcher:
+    """Starts every worker from one long-lived thread.
+
+    ``--die-with-parent`` is ``PR_SET_PDEATHSIG``, which fires when the *thread* that forked
+    bwrap exits, not the process; a worker started from a short-lived thread would die with it.
+    """
+
+    def __init__(self) -> None:
+        self._requests: queue.Queue = queue.Queue()
+        threading.Thread(target=self._loop, name="amr-sandbox-launcher", daemon=True).start()
+
+    def _loop(self) -> None:
+        while True:
+            start, reply = self._requests.get()
+            try:
+                reply.put((True, start()))
+            except BaseException as exc:  # handed back to the caller's thread
+                reply.put((False, exc))
+
+    def call(self, start: Callable[[], subprocess.Popen]) -> subprocess.Popen:
+        reply: queue.Queue = queue.Queue(maxsize=1)
+        self._requests.put((start, reply))
+        ok, value = reply.get()
+        if not ok:
+            raise value
+        return value
+
+
+_launcher: _Launcher | None = None
+_launcher_lock = threading.Lock()
+
+
+def _launch(start: Callable[[], subprocess.Popen]) -> subprocess.Popen:
+    global _launcher
+    with _launcher_lock:
+        if _launcher is None:
+            _launcher = _Launcher()
+    return _launcher.call(start)
+
+
+def bwrap_available(bwrap: str = "bwrap") -> str | None:
+    """Why the local backend cannot run here, or None if it can (bwrap, python3, root)."""
+    if shutil.which(bwrap) is None:
+        return f"{bwrap} not found (scripts/install_system_deps.sh installs bubblewrap)"
+    if not os.path.exists("/usr/bin/python3"):
+        return "/usr/bin/python3 not found"
+    if os.geteuid() != 0:
+        return "the local backend switches to a dedicated unprivileged uid and must start as root"
+    return None
+
+
+class _Worker:
+    """One long-lived bwrap sandbox running the runner's server loop."""
+
+    def __init__(self, sandbox: "BubblewrapSandbox"):
+        self.sandbox = sandbox
+        self.uid = _next_uid()
+        self.proc: subprocess.Popen | None = None
+        self.jobs_done = 0
+        self.stderr_file = None
+
+    def argv(self, runner_fd: int) -> list[str]:
+        box = self.sandbox
+        argv = [
+            "prlimit", "--core=0", "--nofile=1024", f"--nproc={box.worker_nproc}",
+            f"--fsize={box.tmp_bytes}", f"--as={box.worker_as_bytes}", "--",
+            box.bwrap, "--unshare-all", "--unshare-user", "--disable-userns",
+            "--die-with-parent", "--new-session", "--clearenv",
+        ]
+        for key, value in SANDBOX_ENV.items():
+            argv += ["--setenv", key, value]
+        argv += ["--ro-bind", "/usr", "/usr"]
+        for name in MERGED_USR_DIRS:
+            path = "/" + name
+            if os.path.islink(path):
+                argv += ["--symlink", os.readlink(path), path]
+            elif os.path.isdir(path):
+                argv += ["--ro-bind", path, path]
+        argv += [
+            "--proc", "/proc", "--dev", "/dev",
+            "--size", str(box.tmp_bytes), "--tmpfs", "/tmp",
+            "--size", str(box.shm_bytes), "--tmpfs", "/dev/shm",  # after --dev, or /dev hides it
+            "--ro-bind-data", str(runner_fd), RUNNER_PATH,
+            "--remount-ro", "/dev",  # bwrap's /dev tmpfs is unbounded: nothing may be written there
+            "--remount-ro", "/",
+            "--hostname", "sandbox", "--as-pid-1", "--chdir", "/tmp",
+            *harness.serve_command(box.python, RUNNER_PATH, ("/tmp", "/dev/shm")),
+        ]
+        return argv
+
+    def start(self) -> None:
+        runner_fd = os.memfd_create("amr-runner", 0)
+        try:
+            os.write(runner_fd, harness.runner_source().encode("utf-8"))
+            os.lseek(runner_fd, 0, os.SEEK_SET)
+            self.stderr_file = tempfile.TemporaryFile()
+            argv = self.argv(runner_fd)
+            self.proc = _launch(lambda: subprocess.Popen(
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr_file,
+                pass_fds=(runner_fd,), env={}, cwd="/", user=self.uid, group=self.uid,
+                extra_groups=[], close_fds=True, start_new_session=True,
+            ))
+        finally:
+            os.close(runner_fd)
+        self.jobs_done = 0
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            try:
+                self.proc.kill()
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+            for stream in (self.proc.stdin, self.proc.stdout):
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+            self.proc = None
+        if self.stderr_file is not None:
+            self.stderr_file.close()
+            self.stderr_file = None
+
+    def stderr_tail(self) -> str:
+        if self.stderr_file is None:
+            return ""
+        try:
+            self.stderr_file.seek(0)
+            return self.stderr_file.read()[-2000:].decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def run(self, job: SandboxJob) -> SandboxResult:
+        if not self.alive() or self.jobs_done >= self.sandbox.recycle_after:
+            self.stop()
+            self.start()
+        started = time.monotonic()
+        deadline = started + job.limits.wall_s + self.sandbox.grace_s
+        try:
+            self._send(harness.encode_request(job))
+            frame = harness.read_frame(lambda n: self._read_exact(n, deadline))
+        except (OSError, EOFError, TimeoutError, ValueError) as exc:
+            detail = f"worker failed: {type(exc).__name__}: {exc}"
+            tail = self.stderr_tail().strip()
+            self.stop()
+            return harness.infra_error(job, detail + (f"; stderr: {tail[-500:]}" if tail else ""), time.monotonic() - started)
+        self.jobs_done += 1
+        result = harness.decode_report(job, frame, time.monotonic() - started)
+        if result.anomalies:
+            self.stop()  # a fresh worker after any anomaly
+        return result
+
+    def _send(self, data: bytes) -> None:
+        fd = self.proc.stdin.fileno()
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+
+    def _read_exact(self, size: int, deadline: float) -> bytes:
+        fd = self.proc.stdout.fileno()
+        buf = bytearray()
+        while len(buf) < size:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("worker did not answer in time")
+            ready, _, _ = select.select([fd], [], [], remaining)
+            if not ready:
+                continue
+            chunk = os.read(fd, size - len(buf))
+            if not chunk:
+                raise EOFError(f"worker exited (code {self.proc.poll()})")
+            buf += chunk
+        return bytes(buf)
+
+
+class BubblewrapSandbox:
+    """The ``local`` backend: ``workers`` pre-forked bubblewrap sandboxes serving jobs."""
+
+    name = "local"
+
+    def __init__(
+        self,
+        workers: int | None = None,
+        *,
+        python: str = "/usr/bin/python3",
+        bwrap: str = "bwrap",
+        tmp_bytes: int = 128 * 1024 * 1024,
+        shm_bytes: int = 32 * 1024 * 1024,
+        worker_as_bytes: int = 8 * 1024 * 1024 * 1024,
+        worker_nproc: int = 512,
+        recycle_after: int = 2000,
+        grace_s: float = 10.0,
+    ):
+        problem = bwrap_available(bwrap)
+        if problem:
+            raise SandboxUnavailable(f"local backend: {problem}")
+        self.python = python
+        self.bwrap = bwrap
+        self.tmp_bytes = tmp_bytes
+        self.shm_bytes = shm_bytes
+        self.worker_as_bytes = worker_as_bytes
+        self.worker_nproc = worker_nproc
+        self.recycle_after = recycle_after
+        self.grace_s = grace_s
+        # Default two workers per core: a worker spends part of each job waiting on pipe
+        # hand-offs (host -> worker -> job child -> worker -> host), so one per core idles cores.
+        self._workers = [_Worker(self) for _ in range(max(1, workers or 2 * (os.cpu_count() or 1)))]
+        self._free: queue.Queue[_Worker] = queue.Queue()
+        for worker in self._workers:
+            self._free.put(worker)
+        self._closed = False
+
+    def worker_uids(self) -> list[int]:
+        """The uids this sandbox's workers run as (tests check none of them has a process left)."""
+        return [w.uid for w in self._workers]
+
+    def self_test(self) -> None:
+        harness.isolation_self_test(self)
+
+    def run(self, jobs: Sequence[SandboxJob]) -> list[SandboxResult]:
+        if self._closed:
+            raise RuntimeError("sandbox is closed")
+        if not jobs:
+            return []
+
+        def one(job: SandboxJob) -> SandboxResult:
+            if not harness.is_harness_job(job):
+                return harness.infra_error(job, "the local backend runs only harness jobs (harness.build_job)")
+            worker = self._free.get()
+            try:
+                return worker.run(job)
+            finally:
+                self._free.put(worker)
+
+        if len(jobs) == 1 or len(self._workers) == 1:
+            return [one(job) for job in jobs]
+        with ThreadPoolExecutor(max_workers=len(self._workers), thread_name_prefix="amr-bwrap") as pool:
+            return list(pool.map(one, jobs))
+
+    def close(self) -> None:
+        self._closed = True
+        for worker in self._workers:
+            worker.stop()
+
+    def __enter__(self) -> "BubblewrapSandbox":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+

@@ -1,0 +1,932 @@
+"""The harness-owned test runner that runs INSIDE a sandbox (stdlib only, any Python >= 3.9).
+
+Every backend runs this file with the sandbox's own ``python3``; it never runs on the host with
+untrusted code. It executes a program (``solution.py``) and its tests (``tests.py``) and reports
+how many tests really ran and passed. Two modes:
+
+* one-shot: ``python3 -I _amr_runner.py`` in a work folder holding the job files; stdin holds
+  the job's nonce; stdout receives exactly one line ``AMR-REPORT <json>``.
+* server: ``python3 -I _amr_runner.py --serve [--scratch DIR ...]``, the long-lived process of a
+  pre-forked worker; jobs and reports travel as length-prefixed frames over stdin/stdout.
+
+Threat model
+------------
+The program and its tests are untrusted and adversarial (model-written code may call
+``os._exit(0)``, patch the test runner, skip tests, print a fake report, fork, kill, spin).
+
+* Trusted: the *supervisor* (this module's code in the process that never executes user code).
+  It parses the tests with ``ast`` (parsing only), forks one *child* that runs program and tests,
+  and alone decides the verdict from what it observes.
+* The child closes every descriptor it inherited except a result pipe and fresh stdout/stderr
+  capture pipes *before* user code runs, so user code can reach neither the supervisor's report
+  channel nor its request channel. In server mode the supervisor is pid 1 of the sandbox's pid
+  namespace: user code cannot kill or stop it (SIGKILL/SIGSTOP from inside are ignored for an
+  init), it is non-dumpable (no ``/proc/1/mem``, ``/proc/1/fd``, ``/proc/1/environ`` access for
+  a same-uid process without capabilities), and after each job it ``kill(-1, SIGKILL)``s every
+  other process in the namespace and reaps them, so no descendant survives a job.
+* The nonce: the host sends it to the supervisor only *after* the child and all its descendants
+  are dead (one-shot: the supervisor reads stdin only after the child died; server: the nonce is
+  a separate frame read after the job) and the server zeroes it after use, so no process that
+  runs user code ever has it in memory. A report without the right nonce is an infra error.
+* Counting: the supervisor knows the test plan (it parsed the tests), so the child cannot invent
+  tests. The child reports per test ``begin``/``pass``/``fail``/``skip`` lines tagged with a per-job
+  random token; the supervisor accepts only well-formed lines with the token, in plan order, each
+  ``begin`` followed by its own outcome, and a final ``done`` written by the runner after the last
+  test. A program passes only if >= 1 test ran, every planned test passed, ``done`` arrived and the
+  child exited 0 through the runner. Hence: ``os._exit(0)``/``sys.exit(0)`` at import or inside a
+  test -> not done / test failed; skipped tests (unittest/pytest skip) -> skip, not pass; a printed
+  fake report -> it is only captured stdout; an unknown-token or out-of-order line -> tampering.
+* In-process tampering the child's runner detects: ``assert`` cannot be disabled by rebinding
+  ``builtins.AssertionError`` (the bytecode loads the real class); a Python audit hook installed
+  before user code blocks and reports tracing/profiling hooks, ``gc`` object walks, ``ctypes``
+  and opening ``/proc/*/{mem,fd,environ}``; identities of ``builtins`` and ``unittest.TestCase``
+  members are compared before and after each test; calls to other test runners
+  (``unittest.main()``, ``pytest.main()``) are not executed: this runner is the test runner.
+
+Residual risk (documented, not solved): tests execute in the same interpreter as the program, so
+a program written *against this harness* can still subvert test semantics in-process (e.g. return
+an object whose ``__eq__`` is always true, or walk ``frame.f_back`` up to the runner's frame to
+read the token). Such code stays fully contained by the sandbox; it can only lie about itself.
+
+Test plan (what counts as one test)
+-----------------------------------
+Top-level statements of the tests run in order in the program's namespace (``solution``, so both
+``from solution import f`` and bare ``f`` work); bodies of ``if __name__ == "__main__":`` blocks
+are treated as top level. One test is: a top-level statement containing an ``assert`` (outside
+nested defs) or calling a checker function (a tests-defined function whose body asserts, or named
+``test*``/``check``) -- e.g. HumanEval's ``check(candidate)`` call is one test; a top-level
+``def test*`` function never called at top level (pytest style); a ``test*`` method of a
+``Test*`` class or ``unittest.TestCase`` subclass. Other statements are setup. Test functions
+needing arguments (pytest fixtures) fail with ``needs fixtures``.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import select
+import signal
+import sys
+import time
+
+REPORT_PREFIX = "AMR-REPORT"
+MANIFEST_FILE = "_amr_job.json"
+PROGRAM_FILE = "solution.py"
+TESTS_FILE = "tests.py"
+PROGRAM_MODULE = "solution"
+RESULT_FD = 3
+DETAIL_CHARS = 300
+MAX_RESULT_BYTES = 1 << 20
+FRAME_HEADER = 8
+
+# Modules imported once by a worker so forked children start warm (throughput).
+WARM_MODULES = (
+    "typing", "collections", "collections.abc", "math", "re", "itertools", "functools", "heapq",
+    "bisect", "string", "json", "random", "dataclasses", "enum", "fractions", "decimal",
+    "statistics", "hashlib", "copy", "operator", "datetime", "unittest", "unittest.mock",
+    "io", "textwrap", "abc", "numbers", "array", "struct", "traceback", "contextlib",
+)
+
+SKIP_EXCEPTION_NAMES = frozenset({"SkipTest", "Skipped", "SkipException"})
+FOREIGN_RUNNER_CALLS = frozenset({("unittest", "main"), ("pytest", "main")})
+
+
+# --------------------------------------------------------------------------------------------
+# The plan: parse only, never execute.
+# --------------------------------------------------------------------------------------------
+
+
+def _is_main_guard(stmt: ast.stmt) -> bool:
+    if not isinstance(stmt, ast.If) or stmt.orelse:
+        return False
+    test = stmt.test
+    return (
+        isinstance(test, ast.Compare)
+        and isinstance(test.left, ast.Name)
+        and test.left.id == "__name__"
+        and len(test.comparators) == 1
+        and isinstance(test.comparators[0], ast.Constant)
+        and test.comparators[0].value == "__main__"
+    )
+
+
+def _flatten(body: list[ast.stmt]) -> list[ast.stmt]:
+    flat: list[ast.stmt] = []
+    for stmt in body:
+        flat.extend(_flatten(stmt.body) if _is_main_guard(stmt) else [stmt])
+    return flat
+
+
+def _walk_outside_defs(node: ast.AST):
+    """Nodes of ``node`` not inside a nested function, lambda or class body."""
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        yield current
+        for child in ast.iter_child_nodes(current):
+            if not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+                stack.append(child)
+
+
+def _called_names(node: ast.AST) -> set[str]:
+    return {
+        n.func.id
+        for n in _walk_outside_defs(node)
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+    }
+
+
+def _is_foreign_runner_call(stmt: ast.stmt) -> bool:
+    if not (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call)):
+        return False
+    func = stmt.value.func
+    return (
+        isinstance(func, ast.Attribute)
+        and isinstance(func.value, ast.Name)
+        and (func.value.id, func.attr) in FOREIGN_RUNNER_CALLS
+    )
+
+
+def _is_test_class(stmt: ast.stmt) -> bool:
+    if not isinstance(stmt, ast.ClassDef):
+        return False
+    base_names = {b.attr if isinstance(b, ast.Attribute) else getattr(b, "id", "") for b in stmt.bases}
+    return stmt.name.startswith("Test") or any(name.endswith("TestCase") for name in base_names)
+
+
+def _label(stmt: ast.stmt, source_lines: list[str]) -> str:
+    line = source_lines[stmt.lineno - 1].strip() if 0 < stmt.lineno <= len(source_lines) else ""
+    return f"line {stmt.lineno}: {line[:80]}"
+
+
+def plan_tests(source: str) -> tuple[list[ast.stmt], list[tuple]]:
+    """Statements of the tests (flattened) and the ordered steps that run them.
+
+    A step is ``("setup", i, label)``, ``("test", i, label)`` (statement ``i`` is one test),
+    ``("function", name, label)`` or ``("method", (class_name, name), label)``.
+    Raises ``SyntaxError``/``ValueError`` for source that does not parse.
+    """
+    tree = ast.parse(source, filename=TESTS_FILE)
+    stmts = _flatten(tree.body)
+    lines = source.splitlines()
+    defs = (ast.FunctionDef, ast.AsyncFunctionDef)
+    checkers = {
+        s.name
+        for s in stmts
+        if isinstance(s, defs)
+        and (
+            s.name.startswith("test")
+            or s.name == "check"
+            or any(isinstance(n, ast.Assert) for n in _walk_outside_defs(ast.Module(body=s.body, type_ignores=[])))
+        )
+    }
+    called_at_top: set[str] = set()
+    for s in stmts:
+        if not isinstance(s, (*defs, ast.ClassDef)):
+            called_at_top |= _called_names(s)
+
+    steps: list[tuple] = []
+    for i, s in enumerate(stmts):
+        if _is_foreign_runner_call(s):
+            continue
+        if isinstance(s, (*defs, ast.ClassDef, ast.Import, ast.ImportFrom)):
+            steps.append(("setup", i, _label(s, lines)))
+            continue
+        asserts = any(isinstance(n, ast.Assert) for n in _walk_outside_defs(s))
+        kind = "test" if asserts or (_called_names(s) & checkers) else "setup"
+        steps.append((kind, i, _label(s, lines)))
+    for s in stmts:
+        if isinstance(s, defs) and s.name.startswith("test") and s.name not in called_at_top:
+            steps.append(("function", s.name, f"line {s.lineno}: {s.name}"))
+        elif _is_test_class(s):
+            for m in s.body:
+                if isinstance(m, defs) and m.name.startswith("test"):
+                    steps.append(("method", (s.name, m.name), f"line {m.lineno}: {s.name}.{m.name}"))
+    return stmts, steps
+
+
+def count_planned_tests(source: str) -> int:
+    """How many tests the runner would count in ``source`` (0 if it does not parse)."""
+    try:
+        return sum(1 for step in plan_tests(source)[1] if step[0] != "setup")
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return 0
+
+
+# --------------------------------------------------------------------------------------------
+# The child: runs user code. Everything it needs is bound before user code runs.
+# --------------------------------------------------------------------------------------------
+
+
+def _one_line(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")[:DETAIL_CHARS]
+
+
+def _set_child_limits(limits: dict) -> None:
+    import resource
+
+    def cap(which: int, value: int) -> None:
+        try:
+            resource.setrlimit(which, (value, value))
+        except (ValueError, OSError):
+            soft, hard = resource.getrlimit(which)
+            if hard == resource.RLIM_INFINITY or value <= hard:
+                resource.setrlimit(which, (value, hard))
+
+    cpu = max(1, int(-(-float(limits["cpu_s"]) // 1)))
+    cap(resource.RLIMIT_CORE, 0)
+    cap(resource.RLIMIT_AS, int(limits["memory_bytes"]))
+    cap(resource.RLIMIT_FSIZE, int(limits["file_size_bytes"]))
+    cap(resource.RLIMIT_NPROC, int(limits["pids"]))
+    cap(resource.RLIMIT_NOFILE, 256)
+    try:
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+    except (ValueError, OSError):
+        pass
+
+
+def _child_main(stmts, steps, program_source, token, result_w, out_w, err_w, limits) -> None:
+    """Run program + tests in this (forked) process and report per test; never returns."""
+    write, _exit, monotonic = os.write, os._exit, time.monotonic
+    base_exception, memory_error = BaseException, MemoryError
+    prefix = token.encode() + b" "
+
+    def send(kind: str, index: int, detail: str = "") -> None:
+        write(RESULT_FD, prefix + f"{kind} {index} {_one_line(detail)}\n".encode("utf-8", "replace"))
+
+    try:
+        os.setsid()
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(out_w, 1)
+        os.dup2(err_w, 2)
+        os.dup2(result_w, RESULT_FD)
+        os.closerange(RESULT_FD + 1, 1 << 16)
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # oversized writes raise EFBIG instead
+        sys.stdin = open(0, "r", closefd=False)
+        sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
+        sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False, buffering=1)
+        sys.argv = [PROGRAM_FILE]
+        sys.path[:0] = [os.getcwd()]
+        _set_child_limits(limits)
+    except base_exception as exc:  # the runner itself failed: not the program's fault
+        send("X", -1, f"child setup: {exc!r}")
+        _exit(70)
+
+    tampered: list[str] = []
+
+    def tamper(what: str) -> None:
+        if not tampered:
+            send("T", -1, what)
+        tampered.append(what)
+
+    def audit(event: str, args: tuple) -> None:
+        if event in ("sys.settrace", "sys.setprofile", "sys._current_frames", "gc.get_objects",
+                     "gc.get_referrers", "gc.get_referents") or event.startswith("ctypes."):
+            tamper(event)
+            raise PermissionError(f"blocked by the test harness: {event}")
+        if event in ("open", "os.listdir", "os.scandir") and args and isinstance(args[0], (str, bytes)):
+            path = os.fsdecode(args[0])
+            parts = path.split("/")
+            if path.startswith("/dev/fd") or (
+                len(parts) > 3 and parts[1] == "proc" and parts[3] in ("mem", "fd", "environ", "maps", "pagemap")
+            ):
+                tamper(f"{event} {path}")
+                raise PermissionError(f"blocked by the test harness: {path}")
+
+    import builtins
+    import types
+    import unittest
+
+    testcase_dict = unittest.TestCase.__dict__
+
+    def snapshot() -> dict:
+        marks = {("builtins", k): id(v) for k, v in builtins.__dict__.items()}
+        marks.update({("TestCase", k): id(v) for k, v in testcase_dict.items()})
+        return marks
+
+    def check_untouched(before: dict) -> None:
+        after = snapshot()
+        changed = sorted(f"{where}.{name}" for (where, name), ident in before.items() if after.get((where, name)) != ident)
+        if changed:
+            tamper("patched " + ", ".join(changed[:5]))
+
+    def is_skip(exc: BaseException) -> bool:
+        return isinstance(exc, unittest.SkipTest) or any(c.__name__ in SKIP_EXCEPTION_NAMES for c in type(exc).__mro__)
+
+    def describe(exc: BaseException) -> str:
+        return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+    def flush() -> None:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except base_exception:
+                pass
+
+    module = types.ModuleType(PROGRAM_MODULE)
+    module.__file__ = os.path.join(os.getcwd(), PROGRAM_FILE)
+    sys.modules[PROGRAM_MODULE] = module
+    namespace = module.__dict__
+    pristine = snapshot()
+    sys.addaudithook(audit)
+
+    def run_program() -> None:
+        exec(compile(program_source, PROGRAM_FILE, "exec", dont_inherit=True), namespace)
+
+    def run_statement(i: int) -> None:
+        code = compile(ast.Module(body=[stmts[i]], type_ignores=[]), TESTS_FILE, "exec", dont_inherit=True)
+        exec(code, namespace)
+
+    def call(fn, *args) -> None:
+        result = fn(*args)
+        if hasattr(result, "__await__"):
+            import asyncio
+
+            asyncio.run(result)
+
+    def needs_arguments(fn) -> bool:
+        import inspect
+
+        try:
+            params = inspect.signature(fn).parameters.values()
+        except (TypeError, ValueError):
+            return False
+        return any(p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) for p in params)
+
+    classes_set_up: dict[str, BaseException | None] = {}
+
+    def run_function(name: str) -> None:
+        fn = namespace.get(name)
+        if not callable(fn):
+            raise NameError(f"test function {name} is not defined")
+        if getattr(fn, "__unittest_skip__", False):
+            raise unittest.SkipTest(getattr(fn, "__unittest_skip_why__", "skipped"))
+        if needs_arguments(fn):
+            raise TypeError(f"{name} needs fixtures (arguments), which this runner does not provide")
+        call(fn)
+
+    def run_method(class_name: str, name: str) -> None:
+        cls = namespace.get(class_name)
+        if not isinstance(cls, type):
+            raise NameError(f"test class {class_name} is not defined")
+        method = getattr(cls, name, None)
+        if method is None:
+            raise AttributeError(f"{class_name}.{name} is not defined")
+        if getattr(cls, "__unittest_skip__", False) or getattr(method, "__unittest_skip__", False):
+            raise unittest.SkipTest("skipped")
+        if issubclass(cls, unittest.TestCase):
+            if class_name not in classes_set_up:
+                try:
+                    cls.setUpClass()
+                    classes_set_up[class_name] = None
+                except base_exception as exc:
+                    classes_set_up[class_name] = exc
+            if classes_set_up[class_name] is not None:
+                raise classes_set_up[class_name]
+            case = cls(name)
+            case.setUp()
+            try:
+                call(getattr(case, name))
+            finally:
+                case.tearDown()
+                case.doCleanups()
+        else:
+            instance = cls()
+            if hasattr(instance, "setup_method"):
+                instance.setup_method(method)
+            try:
+                bound = getattr(instance, name)
+                if needs_arguments(bound):
+                    raise TypeError(f"{class_name}.{name} needs fixtures (arguments)")
+                call(bound)
+            finally:
+                if hasattr(instance, "teardown_method"):
+                    instance.teardown_method(method)
+
+    try:
+        run_program()
+    except base_exception as exc:
+        flush()
+        send("M" if isinstance(exc, memory_error) else "E", -1, "program raised " + describe(exc))
+        _exit(0)
+    check_untouched(pristine)
+
+    for index, (kind, target, label) in enumerate(steps):
+        if kind == "setup":
+            try:
+                run_statement(target)
+            except base_exception as exc:
+                flush()
+                send("M" if isinstance(exc, memory_error) else "E", index, f"tests setup ({label}) raised {describe(exc)}")
+                _exit(0)
+            continue
+        send("B", index, label)
+        try:
+            if kind == "test":
+                run_statement(target)
+            elif kind == "function":
+                run_function(target)
+            else:
+                run_method(*target)
+        except base_exception as exc:
+            if isinstance(exc, memory_error):
+                send("M", index, describe(exc))
+            elif is_skip(exc):
+                send("S", index, describe(exc))
+            else:
+                send("F", index, f"{label}: {describe(exc)}")
+        else:
+            send("P", index, "")
+        check_untouched(pristine)
+    flush()
+    send("D", len(steps), "")
+    _exit(0)
+
+
+# --------------------------------------------------------------------------------------------
+# The supervisor: forks the child, watches it, counts, decides.
+# --------------------------------------------------------------------------------------------
+
+
+class _Tally:
+    """The supervisor's count, fed only by well-formed, token-tagged lines in plan order."""
+
+    def __init__(self, steps: list[tuple], token: str):
+        self.steps = steps
+        self.token = token.encode()
+        self.test_indexes = [i for i, s in enumerate(steps) if s[0] != "setup"]
+        self.outcomes: dict[int, str] = {}
+        self.open_test: int | None = None
+        self.last_index = -1
+        self.done = False
+        self.oom = False
+        self.error = ""
+        self.tamper = ""
+        self.runner_error = ""
+        self.first_failure = ""
+
+    def violation(self, what: str) -> None:
+        if not self.tamper:
+            self.tamper = f"protocol violation: {what}"
+
+    def feed(self, line: bytes) -> None:
+        token, _, rest = line.partition(b" ")
+        if token != self.token:
+            self.violation("line without the job token")
+            return
+        kind, _, rest = rest.decode("utf-8", "replace").partition(" ")
+        index_text, _, detail = rest.partition(" ")
+        try:
+            index = int(index_text)
+        except ValueError:
+            self.violation("malformed line")
+            return
+        if self.done:
+            self.violation("line after done")
+        elif kind == "B":
+            if self.open_test is not None or index <= self.last_index or index not in self.test_indexes:
+                self.violation(f"unexpected begin of step {index}")
+            else:
+                self.open_test, self.last_index = index, index
+        elif kind in "PFSM" and len(kind) == 1 and self.open_test is not None:
+            if index != self.open_test:
+                self.violation(f"outcome for step {index} while step {self.open_test} runs")
+                return
+            self.outcomes[index] = kind
+            self.open_test = None
+            if kind == "M":
+                self.oom = True
+            if kind != "P" and not self.first_failure:
+                self.first_failure = {"F": "", "S": "skipped: ", "M": "out of memory: "}[kind] + detail
+        elif kind in ("E", "M") and self.open_test is None:
+            self.error = self.error or detail
+            self.oom = self.oom or kind == "M"
+        elif kind == "T":
+            self.tamper = self.tamper or f"tampering: {detail}"
+        elif kind == "X":
+            self.runner_error = detail
+        elif kind == "D" and self.open_test is None and index == len(self.steps):
+            self.done = True
+        else:
+            self.violation(f"unexpected {kind!r} line")
+
+    @property
+    def tests_run(self) -> int:
+        return len(self.outcomes) + (1 if self.open_test is not None else 0)
+
+    @property
+    def tests_passed(self) -> int:
+        return sum(1 for v in self.outcomes.values() if v == "P")
+
+
+class _Capture:
+    """One captured stream, capped; counts every byte the child wrote."""
+
+    def __init__(self, cap: int):
+        self.cap = cap
+        self.data = bytearray()
+        self.total = 0
+
+    def add(self, chunk: bytes) -> None:
+        self.total += len(chunk)
+        room = self.cap - len(self.data)
+        if room > 0:
+            self.data += chunk[:room]
+
+    def text(self) -> str:
+        return bytes(self.data).decode("utf-8", "replace")
+
+
+def _kill_everything(child_pid: int) -> int:
+    """Kill the child and every descendant; reap them. Returns how many other processes died."""
+    leftovers = 0
+    if os.getpid() == 1:  # init of our own pid namespace: kill(-1) spares only us
+        try:
+            os.kill(-1, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            if pid != child_pid:
+                leftovers += 1
+    else:  # not an init: the child's session/process group is the best we can do
+        for target in (lambda: os.killpg(child_pid, signal.SIGKILL), lambda: os.kill(child_pid, signal.SIGKILL)):
+            try:
+                target()
+            except (ProcessLookupError, PermissionError):
+                pass
+        try:
+            os.waitpid(child_pid, 0)
+        except ChildProcessError:
+            pass
+    return leftovers
+
+
+def supervise(program_source: str, tests_source: str, limits: dict, extra_fds: tuple[int, ...] = ()) -> dict:
+    """Run one job in the current directory; the verdict and capped output as a dict.
+
+    ``extra_fds`` are descriptors to watch for hang-up (the host's request pipe in server mode):
+    if the host goes away the job is killed at once.
+    """
+    started = time.monotonic()
+    try:
+        stmts, steps = plan_tests(tests_source)
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
+        return _report("failed", f"tests do not parse: {type(exc).__name__}: {exc}"[:DETAIL_CHARS], 0, 0, 0, None, None, b"", b"", started)
+    if not any(kind != "setup" for kind, _, _ in steps):
+        return _report("failed", "no tests ran: the tests contain no test", 0, 0, 0, None, None, b"", b"", started)
+
+    token = os.urandom(16).hex()
+    result_r, result_w = os.pipe()
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            _child_main(stmts, steps, program_source, token, result_w, out_w, err_w, limits)
+        finally:
+            os._exit(71)
+    for fd in (result_w, out_w, err_w):
+        os.close(fd)
+
+    cap = int(limits["output_bytes"])
+    out, err = _Capture(cap), _Capture(cap)
+    tally = _Tally(steps, token)
+    pending = bytearray()
+    result_bytes = 0
+    deadline = started + float(limits["wall_s"])
+    timed_out = over_output = host_gone = False
+    exit_code = term_signal = None
+    pidfd = os.pidfd_open(pid)
+    poller = select.poll()
+    for fd in (result_r, out_r, err_r, pidfd):
+        poller.register(fd, select.POLLIN)
+    for fd in extra_fds:
+        poller.register(fd, 0)  # hang-up only
+    open_fds = {result_r, out_r, err_r}
+    child_exited = False
+
+    def drain(fd: int) -> bool:
+        nonlocal result_bytes
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            return True
+        if not chunk:
+            return False
+        if fd == result_r:
+            result_bytes += len(chunk)
+            if result_bytes > MAX_RESULT_BYTES:
+                tally.violation("result flood")
+                return False
+            pending.extend(chunk)
+            while b"\n" in pending:
+                line, _, rest = bytes(pending).partition(b"\n")
+                pending[:] = rest
+                tally.feed(line)
+        else:
+            (out if fd == out_r else err).add(chunk)
+        return True
+
+    while not child_exited:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            timed_out = True
+            break
+        for fd, events in poller.poll(remaining * 1000):
+            if fd in extra_fds:
+                host_gone = True
+            elif fd == pidfd:
+                child_exited = True
+            elif fd in open_fds and not drain(fd):
+                poller.unregister(fd)
+                open_fds.discard(fd)
+        if host_gone or out.total + err.total > cap or tally.tamper.startswith("protocol violation: result flood"):
+            over_output = not host_gone and out.total + err.total > cap
+            break
+    try:
+        wpid, status, usage = os.wait4(pid, os.WNOHANG)
+    except ChildProcessError:
+        wpid, status, usage = pid, 0, None
+    if wpid == 0:
+        os.kill(pid, signal.SIGKILL)
+        wpid, status, usage = os.wait4(pid, 0)
+    if os.WIFEXITED(status):
+        exit_code = os.WEXITSTATUS(status)
+    elif os.WIFSIGNALED(status):
+        term_signal = os.WTERMSIG(status)
+    cpu_used = (usage.ru_utime + usage.ru_stime) if usage is not None else 0.0
+    leftovers = _kill_everything(pid)
+    # What the child wrote before it died is still in the pipes; every writer is dead now
+    # (as init) or the reads stop at the cap, so this ends.
+    for fd in list(open_fds):
+        os.set_blocking(fd, False)
+        while fd in open_fds and out.total + err.total <= 2 * cap and drain(fd):
+            pass
+    for fd in (result_r, out_r, err_r, pidfd):
+        os.close(fd)
+    over_output = over_output or (not timed_out and out.total + err.total > cap)
+
+    anomalies = []
+    if leftovers:
+        anomalies.append(f"{leftovers} leftover processes killed")
+    if host_gone:
+        return _report("infra_error", "host went away", tally.tests_run, tally.tests_passed, len(tally.test_indexes), exit_code, term_signal, out.data, err.data, started, anomalies + ["host gone"])
+
+    planned = len(tally.test_indexes)
+    if timed_out:
+        status, detail = "timeout", f"wall time limit of {limits['wall_s']}s exceeded"
+        anomalies.append("timeout")
+    elif term_signal == signal.SIGXCPU or (term_signal == signal.SIGKILL and cpu_used >= 0.95 * float(limits["cpu_s"])):
+        status, detail = "timeout", f"CPU time limit of {limits['cpu_s']}s exceeded"
+        anomalies.append("timeout")
+    elif tally.oom:
+        status, detail = "oom", f"memory limit of {limits['memory_bytes']} bytes exceeded: " + (tally.first_failure or tally.error)
+        anomalies.append("oom")
+    elif over_output:
+        status, detail = "output_limit", f"output exceeded {cap} bytes"
+        anomalies.append("output_limit")
+    elif tally.runner_error:
+        status, detail = "infra_error", f"runner: {tally.runner_error}"
+        anomalies.append("runner error")
+    elif tally.tamper:
+        status, detail = "failed", tally.tamper
+        anomalies.append("tampering")
+    elif tally.error:
+        status, detail = "failed", tally.error
+    elif not tally.done:
+        how = f"exit code {exit_code}" if exit_code is not None else f"signal {term_signal}"
+        where = f" during test {tally.open_test}" if tally.open_test is not None else ""
+        status, detail = "failed", f"exited before the tests finished{where} ({how})"
+    elif tally.tests_run == 0:
+        status, detail = "failed", "no tests ran"
+    elif tally.tests_passed == planned == tally.tests_run and exit_code == 0:
+        status, detail = "passed", f"{tally.tests_passed}/{planned} tests passed"
+    else:
+        status = "failed"
+        detail = f"{tally.tests_passed}/{planned} tests passed; {tally.first_failure}"[:DETAIL_CHARS]
+    return _report(status, detail, tally.tests_run, tally.tests_passed, planned, exit_code, term_signal, out.data, err.data, started, anomalies)
+
+
+def _report(status, detail, run, passed, planned, exit_code, term_signal, out, err, started, anomalies=()) -> dict:
+    return {
+        "status": status,
+        "detail": detail,
+        "tests_run": run,
+        "tests_passed": passed,
+        "tests_planned": planned,
+        "exit_code": exit_code,
+        "signal": term_signal,
+        "stdout": bytes(out).decode("utf-8", "replace"),
+        "stderr": bytes(err).decode("utf-8", "replace"),
+        "duration_s": round(time.monotonic() - started, 6),
+        "anomalies": list(anomalies),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Entry points
+# --------------------------------------------------------------------------------------------
+
+
+def _read_exact(fd: int, size: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < size:
+        chunk = os.read(fd, size - len(buf))
+        if not chunk:
+            raise EOFError("request channel closed")
+        buf += chunk
+    return bytes(buf)
+
+
+def _write_all(fd: int, data) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _decode_files(files: dict) -> dict[str, bytes]:
+    import base64
+
+    out = {}
+    for name, content in files.items():
+        out[name] = base64.b64decode(content["b64"]) if isinstance(content, dict) else content.encode("utf-8")
+    return out
+
+
+def _write_files(workdir: str, files: dict[str, bytes]) -> None:
+    for name, data in files.items():
+        if name.startswith("/") or ".." in name.split("/"):
+            raise ValueError(f"bad file name {name!r}")
+        path = os.path.join(workdir, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        try:
+            _write_all(fd, data)
+        finally:
+            os.close(fd)
+
+
+def _job_from_files(files: dict[str, bytes]) -> tuple[str, str, dict]:
+    manifest = json.loads(files[MANIFEST_FILE])
+    program = files[manifest.get("program", PROGRAM_FILE)].decode("utf-8", "replace")
+    tests = files[manifest.get("tests", TESTS_FILE)].decode("utf-8", "replace")
+    return program, tests, manifest["limits"]
+
+
+def main_one_shot() -> int:
+    """Run the job in the current directory; print one ``AMR-REPORT`` line (nonce from stdin)."""
+    files = {}
+    for name in (MANIFEST_FILE, PROGRAM_FILE, TESTS_FILE):
+        with open(name, "rb") as f:
+            files[name] = f.read()
+    program, tests, limits = _job_from_files(files)
+    _become_undumpable()
+    report = supervise(program, tests, limits)
+    report["nonce"] = sys.stdin.readline().strip()  # read only now: every user process is dead
+    # Keep the report line within half the output cap, so a backend capping this process's
+    # output at the job's cap never truncates the report itself.
+    budget = max(4096, int(limits["output_bytes"]) // 2)
+    line = json.dumps(report)
+    while len(line) > budget and (report["stdout"] or report["stderr"]):
+        for key in ("stdout", "stderr"):
+            report[key] = report[key][: len(report[key]) // 2]
+        line = json.dumps(report)
+    sys.stdout.write(f"\n{REPORT_PREFIX} {line}\n")
+    sys.stdout.flush()
+    return 0
+
+
+def _become_undumpable() -> None:
+    """Deny same-uid processes /proc/<our pid>/{mem,fd,environ} and ptrace (PR_SET_DUMPABLE=0)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)
+    except (OSError, AttributeError, ImportError):
+        pass
+
+
+def _sysv_ipc_in_use() -> bool:
+    for kind in ("shm", "sem", "msg"):
+        try:
+            with open(f"/proc/sysvipc/{kind}") as f:
+                if len(f.read().splitlines()) > 1:
+                    return True
+        except OSError:
+            pass
+    return False
+
+
+def _empty_dir(path: str) -> bool:
+    """Remove everything inside ``path`` without following links; False if anything stayed."""
+    import shutil
+
+    def retry(func, target, _exc) -> None:
+        parent = os.path.dirname(target)
+        try:
+            os.chmod(parent, 0o700)
+            os.chmod(target, 0o700, follow_symlinks=False)
+        except OSError:
+            pass
+        try:
+            func(target)
+        except OSError:
+            pass
+
+    try:
+        entries = os.listdir(path)
+    except OSError:
+        return False
+    for name in entries:
+        target = os.path.join(path, name)
+        if os.path.isdir(target) and not os.path.islink(target):
+            shutil.rmtree(target, onerror=retry)
+        else:
+            try:
+                os.unlink(target)
+            except OSError:
+                pass
+    try:
+        return not os.listdir(path)
+    except OSError:
+        return False
+
+
+def main_serve(scratch_dirs: list[str]) -> int:
+    """Worker loop: job frame in, (children die), nonce frame in, report frame out. Forever."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGPIPE):
+        signal.signal(sig, signal.SIG_IGN if sig == signal.SIGPIPE else signal.SIG_DFL)
+    _become_undumpable()
+    for name in WARM_MODULES:
+        try:
+            __import__(name)
+        except ImportError:
+            pass
+    import base64  # noqa: F401  (warm for _decode_files)
+    import resource  # noqa: F401
+    import inspect  # noqa: F401
+    import asyncio  # noqa: F401
+
+    workdir = os.path.join(scratch_dirs[0], "job")
+    nonce = bytearray(256)
+    while True:
+        try:
+            size = int.from_bytes(_read_exact(0, FRAME_HEADER), "big")
+            request = json.loads(_read_exact(0, size))
+        except EOFError:
+            return 0
+        try:
+            files = _decode_files(request["files"])
+            program, tests, limits = _job_from_files(files)
+            os.mkdir(workdir, 0o755)
+            _write_files(workdir, {k: v for k, v in files.items() if not k.startswith("_amr_")})
+            os.chdir(workdir)
+            report = supervise(program, tests, limits, extra_fds=(0,))
+        except Exception as exc:  # a broken request, not a program: the host retries elsewhere
+            report = _report("infra_error", f"worker: {type(exc).__name__}: {exc}"[:DETAIL_CHARS], 0, 0, 0, None, None, b"", b"", time.monotonic(), ["worker error"])
+        os.chdir("/")
+        clean = all(_empty_dir(d) for d in scratch_dirs)
+        if not clean:
+            report["anomalies"].append("scratch not empty after cleanup")
+        if _sysv_ipc_in_use():
+            report["anomalies"].append("System V IPC objects left")
+        report["job_id"] = request.get("job_id", "")
+        if "host gone" in report["anomalies"]:
+            return 0
+        try:
+            nonce_size = int.from_bytes(_read_exact(0, FRAME_HEADER), "big")
+            if nonce_size > len(nonce):
+                raise EOFError("nonce too long")
+            got = os.readv(0, [memoryview(nonce)[:nonce_size]])
+            if got != nonce_size:
+                raise EOFError("short nonce")
+        except EOFError:
+            return 0
+        body = json.dumps(report).encode()
+        payload = [memoryview(nonce)[:nonce_size], b"\n", body]
+        _write_all(1, (nonce_size + 1 + len(body)).to_bytes(FRAME_HEADER, "big"))
+        for part in payload:
+            _write_all(1, part)
+        nonce[:] = bytes(len(nonce))
+
+
+def main(argv: list[str]) -> int:
+    if argv and argv[0] == "--serve":
+        scratch = [argv[i + 1] for i, a in enumerate(argv) if a == "--scratch" and i + 1 < len(argv)]
+        return main_serve(scratch or ["/tmp"])
+    return main_one_shot()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

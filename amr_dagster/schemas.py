@@ -1,0 +1,23 @@
+"""The columns each stage's frame must carry (checked by every asset's ``schema`` check).
+
+One place that states the contract between stages; the stage modules build frames that
+satisfy it, and downstream stages may rely on it.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from amr_dagster.mining import SEED_FUNCTION_COLUMNS
+
+FILTERED_SEED_COLUMNS: dict[str, pl.DataType] = {
+    **SEED_FUNCTION_COLUMNS,
+    "judge_verdict": pl.String(),
+    "judge_answer": pl.String(),
+}
+
+DEDUPED_SEED_COLUMNS: dict[str, pl.DataType] = {
+    **FILTERED_SEED_COLUMNS,
+    "duplicate_of": pl.String(),
+    "duplicate_jaccard": pl.Float64(),
+}

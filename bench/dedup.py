@@ -1,0 +1,196 @@
+"""Benchmark: the project's near-dedup vs plain datasketch, same documents, same process.
+
+Corpus: the first ``--n`` (default 20,000) real functions mined from this interpreter's
+standard library and site-packages (``bench.corpus.real_functions``), in arrival order.
+
+Baseline (plain datasketch, what one would write without this project): for each document in
+order, its word 5-gram shingle set (tokens ``\\w+`` with Python's ``re``, the same sets as
+``amr_dagster.minhash.word_shingles``; mismatches are counted and printed), one
+``MinHash(num_perm)`` with ``update_batch`` of the UTF-8 shingles (datasketch's default hash),
+then ``MinHashLSH(threshold, num_perm)``: query, and insert only when the query finds nothing
+(query-then-insert). A non-empty query rejects the document, naming the earliest result.
+
+Project: ``amr_dagster.dedup.dedup_batch`` on the same documents with a fresh temporary
+signature store (so its time includes writing the survivors' signatures).
+
+Quality, against exact Jaccard of the shingle sets:
+
+- *Evaluated pairs*: every LSH candidate pair of the project (two documents sharing a band key,
+  over all documents, survivors or not), every pair the baseline's queries returned, and a
+  uniform random sample of other pairs (``--sample-pairs``, seeded).
+- *True pairs*: evaluated pairs with exact Jaccard >= threshold (identical texts count as 1.0,
+  also without tokens).
+- **Recall**: the share of true pairs the dedup resolved, i.e. not both documents survived.
+- **Precision**: the share of rejections whose named kept copy has exact Jaccard >= threshold
+  with the rejected document.
+
+Speed is documents per second over the whole run (shingling, signatures, LSH, decisions). The
+last line is ``dedup: <ratio>x datasketch baseline, recall <r>, precision <p>, <n> docs``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from datasketch import MinHash, MinHashLSH
+
+from amr_dagster import minhash
+from amr_dagster.dedup import DUPLICATE_OF, DedupConfig, SignatureStore, dedup_batch
+from amr_dagster.outcomes import ACCEPTED
+
+_WORD = re.compile(r"\w+")
+
+
+def load_corpus(n: int, cache: Path | None) -> pl.DataFrame:
+    """``id`` and ``code`` of the first ``n`` real functions (optionally cached as Parquet)."""
+    if cache is not None and cache.is_file():
+        frame = pl.read_parquet(cache)
+        if frame.height >= n:
+            return frame.head(n)
+    from bench.corpus import real_functions
+
+    rows = real_functions(n)
+    frame = pl.DataFrame({"id": [r["id"] for r in rows], "code": [r["code"] for r in rows]})
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        frame.write_parquet(cache)
+    return frame
+
+
+def baseline_shingles(text: str, size: int) -> set[str]:
+    tokens = _WORD.findall(text)
+    if not tokens:
+        return set()
+    if len(tokens) < size:
+        return {" ".join(tokens)}
+    return {" ".join(tokens[i : i + size]) for i in range(len(tokens) - size + 1)}
+
+
+def run_baseline(texts: list[str], config: DedupConfig) -> tuple[float, list[int | None], set[tuple[int, int]]]:
+    """Plain datasketch query-then-insert; returns seconds, the kept copy per doc, queried pairs."""
+    started = time.perf_counter()
+    lsh = MinHashLSH(threshold=config.threshold, num_perm=config.num_perm)
+    kept_of: list[int | None] = []
+    pairs: set[tuple[int, int]] = set()
+    for doc, text in enumerate(texts):
+        m = MinHash(num_perm=config.num_perm, seed=config.seed)
+        m.update_batch([s.encode("utf-8") for s in baseline_shingles(text, config.shingle_size)])
+        found = lsh.query(m)
+        if found:
+            kept_of.append(min(found))
+            pairs.update((other, doc) for other in found)
+        else:
+            kept_of.append(None)
+            lsh.insert(doc, m)
+    return time.perf_counter() - started, kept_of, pairs
+
+
+def project_candidate_pairs(texts: list[str], config: DedupConfig) -> set[tuple[int, int]]:
+    """All pairs of documents sharing at least one band key (the project's LSH candidates)."""
+    sigs = config.hasher().signatures(texts)
+    keys = minhash.band_keys(sigs, config.bands, config.rows)
+    docs = np.flatnonzero(minhash.has_shingles(sigs))
+    long = pl.DataFrame({"doc": np.repeat(docs, config.bands), "key": keys[docs].reshape(-1)})
+    pairs = long.join(long, on="key", suffix="_b").filter(pl.col("doc") < pl.col("doc_b")).select("doc", "doc_b").unique()
+    return set(zip(pairs.get_column("doc").to_list(), pairs.get_column("doc_b").to_list()))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=20000, help="documents (real functions)")
+    parser.add_argument("--sample-pairs", type=int, default=200_000, help="random non-candidate pairs evaluated")
+    parser.add_argument("--corpus-cache", type=Path, default=None, help="Parquet file to reuse the mined corpus")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    config = DedupConfig()
+
+    tick = time.perf_counter()
+    corpus = load_corpus(args.n, args.corpus_cache)
+    texts = corpus.get_column("code").to_list()
+    n = len(texts)
+    print(f"corpus: {n} functions ({len(set(texts))} distinct texts), loaded in {time.perf_counter() - tick:.1f}s")
+    print(f"params: num_perm={config.num_perm} threshold={config.threshold} shingle_size={config.shingle_size} "
+          f"bands={config.bands} rows={config.rows}")
+    shingle_sets = [minhash.word_shingles(t, config.shingle_size) for t in texts]
+    mismatched = sum(baseline_shingles(t, config.shingle_size) != s for t, s in zip(texts, shingle_sets))
+    print(f"baseline shingles differing from the project's: {mismatched} of {n} documents")
+
+    base_seconds, base_kept_of, base_pairs = run_baseline(texts, config)
+    with tempfile.TemporaryDirectory() as tmp:
+        tick = time.perf_counter()
+        result, stats = dedup_batch(corpus, "bench", SignatureStore(Path(tmp) / "minhash"), config)
+        project_seconds = time.perf_counter() - tick
+    ratio = base_seconds / project_seconds
+    print(f"baseline datasketch: {base_seconds:.2f}s, {n / base_seconds:,.0f} docs/s, "
+          f"{sum(k is not None for k in base_kept_of)} rejected")
+    print(f"project dedup_batch: {project_seconds:.2f}s, {n / project_seconds:,.0f} docs/s, "
+          f"{stats['rejected']} rejected (exact {stats['exact_within']}, near {stats['near_within']}), "
+          f"stage seconds {stats['seconds']}")
+
+    # ---- quality against exact Jaccard
+    index_of = {i: d for d, i in enumerate(corpus.get_column("id").to_list())}
+    status = result.get_column("status").to_list()
+    project_kept_of = [None if k is None else index_of[k] for k in result.get_column(DUPLICATE_OF).to_list()]
+    if len(index_of) != n:  # duplicate ids: name positions by arrival instead
+        project_kept_of = _kept_positions(result)
+
+    def exact(a: int, b: int) -> float:
+        if texts[a] == texts[b]:
+            return 1.0
+        union = shingle_sets[a] | shingle_sets[b]
+        return len(shingle_sets[a] & shingle_sets[b]) / len(union) if union else 0.0
+
+    candidates = project_candidate_pairs(texts, config) | base_pairs
+    rng = random.Random(args.seed)
+    sampled: set[tuple[int, int]] = set()
+    while len(sampled) < min(args.sample_pairs, n * (n - 1) // 2 - len(candidates)):
+        a, b = sorted(rng.sample(range(n), 2))
+        if (a, b) not in candidates:
+            sampled.add((a, b))
+    evaluated = candidates | sampled
+    # identical texts are true pairs even without tokens
+    by_text: dict[str, list[int]] = {}
+    for d, t in enumerate(texts):
+        by_text.setdefault(t, []).append(d)
+    for group in by_text.values():
+        evaluated.update((a, b) for i, a in enumerate(group) for b in group[i + 1 :])
+    true_pairs = [(a, b) for a, b in evaluated if exact(a, b) >= config.threshold]
+    true_in_sample = sum(1 for a, b in sampled if exact(a, b) >= config.threshold)
+    print(f"evaluated pairs: {len(evaluated)} ({len(candidates)} LSH candidates of either method, "
+          f"{len(sampled)} random others); true pairs (exact J >= {config.threshold}): {len(true_pairs)}, "
+          f"of them in the random sample: {true_in_sample}")
+
+    def quality(survives: list[bool], kept_of: list[int | None]) -> tuple[float, float, int]:
+        resolved = sum(1 for a, b in true_pairs if not (survives[a] and survives[b]))
+        decisions = [(d, k) for d, k in enumerate(kept_of) if k is not None]
+        correct = sum(1 for d, k in decisions if exact(d, k) >= config.threshold)
+        recall = resolved / len(true_pairs) if true_pairs else 1.0
+        precision = correct / len(decisions) if decisions else 1.0
+        return recall, precision, len(true_pairs) - resolved
+
+    recall, precision, missed = quality([s == ACCEPTED for s in status], project_kept_of)
+    b_recall, b_precision, b_missed = quality([k is None for k in base_kept_of], base_kept_of)
+    print(f"project : recall {recall:.4f} ({missed} true pairs both kept), precision {precision:.4f}")
+    print(f"baseline: recall {b_recall:.4f} ({b_missed} true pairs both kept), precision {b_precision:.4f}")
+    print(f"dedup: {ratio:.1f}x datasketch baseline, recall {recall:.3f}, precision {precision:.3f}, {n} docs")
+
+
+def _kept_positions(result: pl.DataFrame) -> list[int | None]:
+    """Kept copy per row as a position, resolving a named id to its earliest accepted row."""
+    first_accepted: dict[str, int] = {}
+    for d, (i, s) in enumerate(zip(result.get_column("id").to_list(), result.get_column("status").to_list())):
+        if s == ACCEPTED:
+            first_accepted.setdefault(i, d)
+    return [None if k is None else first_accepted.get(k) for k in result.get_column(DUPLICATE_OF).to_list()]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

