@@ -190,7 +190,7 @@ class SignatureStore:
     def write_batch(self, batch: str, survivors: pl.DataFrame) -> Path:
         """Store a batch's survivors, then append the batch to the ledger if it is new."""
         target = self.file_of(batch)
-        self._write_atomic(target, lambda tmp: survivors.write_parquet(tmp, compression="zstd", statistics=True))
+        self._write_atomic(target, lambda tmp: survivors.write_parquet(tmp, compression="lz4"))
         ledger = self._ledger()
         if batch not in {entry["batch"] for entry in ledger}:
             ledger.append({"batch": batch, "file": target.name})

@@ -54,13 +54,12 @@ from .typecheck import typecheck_sources
 #: rows -> one (verdict, raw answer) per row; verdict is "yes", "no" or "unparsed".
 DocstringJudge = Callable[[list[dict]], list[tuple[str, str]]]
 
-#: The schema of ``filtered_seeds``: the seed_functions columns plus the judge's two.
+#: The schema of ``filtered_seeds``: the seed_functions columns plus the judge's two
+#: (the same contract as ``amr_dagster.schemas.FILTERED_SEED_COLUMNS``).
 FILTERED_SEED_COLUMNS: dict[str, pl.DataType] = {
-    **{c: t for c, t in SEED_FUNCTION_COLUMNS.items() if c not in (STATUS, REASON)},
+    **SEED_FUNCTION_COLUMNS,
     "judge_verdict": pl.String(),
     "judge_answer": pl.String(),
-    STATUS: pl.String(),
-    REASON: pl.String(),
 }
 
 CHECK_ORDER = (
@@ -114,7 +113,7 @@ def filter_seeds(
         decontaminator = decontaminator_for(config)
     rows = frame.to_dicts()
     reasons: list[str | None] = [
-        row.get(REASON) if row.get(STATUS, ACCEPTED) != ACCEPTED else None for row in rows
+        (row.get(REASON) or "rejected") if row.get(STATUS, ACCEPTED) != ACCEPTED else None for row in rows
     ]
     already_rejected = sum(r is not None for r in reasons)
     wall: dict[str, float] = {}
@@ -131,7 +130,8 @@ def filter_seeds(
     started = time.perf_counter()
     denied = frozenset(config.denied_imports)
     for i in pending():
-        reasons[i] = rule_violation(rows[i]["code"] or "", rows[i].get("imports") or [], rows[i].get("docstring"), config.max_lines, denied)
+        row = rows[i]
+        reasons[i] = rule_violation(row["code"] or "", row.get("imports") or [], row.get("docstring"), config.max_lines, denied)
     wall["rules"] = time.perf_counter() - started
 
     stats: dict[str, Any] = {}
@@ -173,7 +173,7 @@ def filter_seeds(
             pl.Series("judge_answer", answers, dtype=pl.String),
         ),
         reasons,
-    ).select([*base.columns, "judge_verdict", "judge_answer", STATUS, REASON])
+    ).select([*base.columns, STATUS, REASON, "judge_verdict", "judge_answer"])
     by_check = Counter(reason_prefix(r) for r in reasons if r is not None)
     stats.update(
         input_rows=len(rows),

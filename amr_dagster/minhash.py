@@ -34,7 +34,9 @@ block. Single-threaded numpy only, so the cost stays predictable on a busy machi
 
 from __future__ import annotations
 
+import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Sequence
@@ -51,7 +53,7 @@ EMPTY_HASH = np.uint32(0xFFFFFFFF)
 _MASK64 = (1 << 64) - 1
 _TOKEN_RE = re.compile(TOKEN_PATTERN)
 _BLOCK_SHINGLES = 4096  # shingles per permutation block: 256 perms x 4096 x 4 B = 4 MiB
-_CHUNK_BYTES = 8 << 20  # text bytes tokenised at once (bounds the batch's working memory)
+_CHUNK_BYTES = 1 << 20  # text tokenised at once: small arrays are reused, not page-faulted anew
 _WORD_BYTE = np.zeros(256, dtype=bool)
 for _c in b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_":
     _WORD_BYTE[_c] = True
@@ -60,6 +62,15 @@ _WORD_BYTE[0x80:] = True
 
 def _utf8(text: str | None) -> bytes:
     return (text or "").encode("utf-8", "surrogatepass")
+
+
+def default_workers() -> int:
+    """Threads used for signatures: the CPUs this process may use, at most 4."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(4, cpus))
 
 
 # ---------------------------------------------------------------- reference (one document)
@@ -127,11 +138,25 @@ def _fmix32(h: np.ndarray) -> np.ndarray:
 
 
 def _powers(base: int, count: int) -> np.ndarray:
-    """``base**i mod 2**64`` for i in range(count)."""
+    """``base**i mod 2**64`` for i in range(count) (a prefix of a cached table when it fits)."""
+    if count <= _CACHED_POWERS:
+        return _power_table(base)[:count]
     out = np.full(count, base, dtype=np.uint64)
     if count:
         out[0] = 1
         np.cumprod(out, out=out)
+    return out
+
+
+_CACHED_POWERS = 2 * _CHUNK_BYTES
+
+
+@lru_cache(maxsize=4)
+def _power_table(base: int) -> np.ndarray:
+    out = np.full(_CACHED_POWERS, base, dtype=np.uint64)
+    out[0] = 1
+    np.cumprod(out, out=out)
+    out.setflags(write=False)
     return out
 
 
@@ -144,16 +169,15 @@ def token_hashes_batch(texts: Sequence[str | None]) -> tuple[np.ndarray, np.ndar
     doc_starts = np.zeros(len(encoded), dtype=np.int64)
     if len(encoded) > 1:
         doc_starts[1:] = np.cumsum(lengths + 1)[:-1]
-    word = _WORD_BYTE[data]
-    before = np.concatenate([[False], word[:-1]])
-    after = np.concatenate([word[1:], [False]])
-    starts = np.flatnonzero(word & ~before)
-    ends = np.flatnonzero(word & ~after) + 1
+    edges = np.diff(_WORD_BYTE[data].view(np.int8), prepend=np.int8(0), append=np.int8(0))
+    starts = np.flatnonzero(edges == 1)
+    ends = np.flatnonzero(edges == -1)
     # polynomial hash of every token from one prefix sum: (H[e] - H[s]) * base**-s
-    powers = _powers(TOKEN_BASE, data.size + 1)
+    terms = data.astype(np.uint64)
+    terms *= _powers(TOKEN_BASE, data.size)
     prefix = np.zeros(data.size + 1, dtype=np.uint64)
-    np.cumsum(data.astype(np.uint64) * powers[:-1], out=prefix[1:])
-    inverse = _powers(pow(TOKEN_BASE, -1, 1 << 64), data.size + 1)
+    np.cumsum(terms, out=prefix[1:])
+    inverse = _powers(pow(TOKEN_BASE, -1, 1 << 64), data.size)
     poly = (prefix[ends] - prefix[starts]) * inverse[starts]
     hashes = _fmix64(poly + (ends - starts).astype(np.uint64) * np.uint64(GOLDEN))
     counts = np.bincount(np.searchsorted(doc_starts, starts, side="right") - 1, minlength=len(encoded))
@@ -227,13 +251,26 @@ class MinHasher:
     def permutations(self) -> tuple[np.ndarray, np.ndarray]:
         return _cached_permutations(self.num_perm, self.seed)
 
-    def signatures(self, texts: Sequence[str | None]) -> np.ndarray:
-        """A ``(len(texts), num_perm)`` uint32 array; row ``i`` is document ``i``'s signature."""
+    def signatures(self, texts: Sequence[str | None], workers: int | None = None) -> np.ndarray:
+        """A ``(len(texts), num_perm)`` uint32 array; row ``i`` is document ``i``'s signature.
+
+        The batch is cut into chunks of about 1 MiB of text; ``workers`` threads (default: one
+        per CPU, at most 4) compute chunks concurrently, numpy releasing the GIL. The result does
+        not depend on ``workers``.
+        """
         texts = list(texts)
-        parts = [
-            self.signatures_from_hashes(*shingle_hashes_batch(texts[lo:hi], self.shingle_size))
-            for lo, hi in _chunks(texts)
-        ]
+
+        def one_chunk(bounds: tuple[int, int]) -> np.ndarray:
+            lo, hi = bounds
+            return self.signatures_from_hashes(*shingle_hashes_batch(texts[lo:hi], self.shingle_size))
+
+        chunks = _chunks(texts)
+        workers = min(workers or default_workers(), len(chunks))
+        if workers > 1:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                parts = list(pool.map(one_chunk, chunks))
+        else:
+            parts = [one_chunk(c) for c in chunks]
         return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
     def signatures_from_hashes(self, hashes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
@@ -288,13 +325,25 @@ def estimated_jaccard(left: np.ndarray, right: np.ndarray) -> np.ndarray:
 def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
     """(bands, rows) minimising false positive + false negative probability at ``threshold``.
 
-    The same choice as ``datasketch.MinHashLSH(threshold, num_perm)`` with equal weights, so the
-    project and the datasketch baseline band identically.
+    The rule of ``datasketch.MinHashLSH(threshold, num_perm)`` with equal weights (so project
+    and baseline band identically): over every ``bands * rows <= num_perm``, minimise
+    ``integral_0^t P(candidate | s) ds + integral_t^1 P(missed | s) ds`` with
+    ``P(candidate | s) = 1 - (1 - s**rows)**bands``. The integrals are evaluated with
+    Gauss-Legendre quadrature in numpy instead of datasketch's per-pair scipy calls.
     """
-    from datasketch.lsh import _optimal_param  # private, but it *is* the reference choice
-
-    bands, rows = _optimal_param(threshold, num_perm, 0.5, 0.5)
-    return int(bands), int(rows)
+    nodes, weights = np.polynomial.legendre.leggauss(64)
+    below = (nodes + 1) * threshold / 2  # nodes mapped to [0, t]
+    above = threshold + (nodes + 1) * (1 - threshold) / 2  # and to [t, 1]
+    best, best_error = (1, 1), float("inf")
+    for bands in range(1, num_perm + 1):
+        rows = np.arange(1, num_perm // bands + 1, dtype=np.float64)[:, None]
+        false_pos = (1 - (1 - below[None, :] ** rows) ** bands) @ weights * threshold / 2
+        false_neg = ((1 - above[None, :] ** rows) ** bands) @ weights * (1 - threshold) / 2
+        error = 0.5 * false_pos + 0.5 * false_neg
+        i = int(np.argmin(error))
+        if error[i] < best_error:
+            best, best_error = (bands, i + 1), float(error[i])
+    return best
 
 
 def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:

@@ -7,7 +7,9 @@ function can later be type-checked and executed on its own.
 
 Any bytes are survivable: a file that cannot be used (unreadable entry, binary, undecodable,
 syntax error, too deeply nested for the parser, empty, or without a documented function)
-yields exactly one rejected row carrying its path and the reason; the batch goes on.
+yields exactly one rejected row carrying its path and the reason; the batch goes on. A file
+with no line starting with ``def``/``async def`` cannot hold a seed and is rejected as
+``no_documented_functions`` without being parsed (most of a typical corpus: tests, classes).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from .ids import row_id, stable_id
 from .outcomes import ACCEPTED, REASON, STATUS, with_status
 from .seed_sources import SourceFile, content_hash, iter_source_files
 
+_PHYSICAL_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
 _TOP_LEVEL_DEF = re.compile(r"^\f*(?:async[ \t]+)?def[ \t\\]", re.MULTILINE)
 
 SEED_FUNCTION_COLUMNS: dict[str, pl.DataType] = {
@@ -88,7 +91,7 @@ def mine_source(src: SourceFile, batch: str, occurrence: int = 0) -> list[dict]:
     except ValueError as exc:
         return rejected(f"syntax_error: {exc}")
 
-    lines = text.splitlines(keepends=True)
+    lines = _PHYSICAL_LINE.findall(text)  # not str.splitlines: it also splits on \f, \x1c, \u2028...
     try:
         imports = _module_imports(module)
         rows = []
@@ -128,16 +131,20 @@ def decode_source(data: bytes) -> tuple[str | None, str | None]:
     return text, None
 
 
-def mine_batch(location: Path, batch: str) -> pl.DataFrame:
-    """Every row of one seed batch, in a deterministic order (source path, then line)."""
-    rows: list[dict] = []
+def iter_batch_rows(location: Path, batch: str) -> Iterator[dict]:
+    """Every row of one seed batch, streamed in the order the entries are read (for writing a
+    huge batch chunk by chunk); ``mine_batch`` is the sorted, in-memory form."""
     occurrences: dict[str, int] = {}
     for src in iter_source_files(Path(location)):
-        key = stable_id(src.path, content_hash(src.data), src.error)
+        key = stable_id(src.path, content_hash(src.data))  # repeats of a path+bytes (or of a bad entry)
         occurrence = occurrences.get(key, 0)
         occurrences[key] = occurrence + 1
-        rows.extend(mine_source(src, batch, occurrence))
-    return rows_to_frame(rows)
+        yield from mine_source(src, batch, occurrence)
+
+
+def mine_batch(location: Path, batch: str) -> pl.DataFrame:
+    """Every row of one seed batch, in a deterministic order (source path, then line)."""
+    return rows_to_frame(list(iter_batch_rows(location, batch)))
 
 
 def rows_to_frame(rows: list[dict]) -> pl.DataFrame:

@@ -50,3 +50,13 @@ def summarize(frame: pl.DataFrame) -> dict[str, Any]:
 def reason_prefix(reason: str) -> str:
     """The reason's family (``syntax_error: line 3`` -> ``syntax_error``) for grouping counts."""
     return reason.split(":", 1)[0].strip()
+
+
+def cap_accepted(frame: pl.DataFrame, limit: int, reason: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Split accepted rows into the first ``limit`` (0 = no cap) and the rest, which are marked
+    rejected with ``"<reason>: <limit>"`` so capped rows stay visible and counted."""
+    rows = accepted(frame)
+    if limit <= 0 or rows.height <= limit:
+        return rows, rows.head(0)
+    rest = rows.slice(limit).with_columns(pl.lit(REJECTED).alias(STATUS), pl.lit(f"{reason}: {limit}").alias(REASON))
+    return rows.head(limit), rest

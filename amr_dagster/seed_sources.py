@@ -1,9 +1,10 @@
 """Reading seed batches: every supported format becomes a stream of ``SourceFile`` entries.
 
 A seed batch is one location: a ``.py`` file, a folder of ``.py`` files (recursive), a
-``.tar.gz``/``.tgz``/``.tar``/``.zip`` archive of ``.py`` files, or a ``.jsonl``/``.parquet``
-table with a ``content`` column (The Stack's layout; ``path``, ``repo`` and ``license`` columns
-are kept when present, and The Stack's ``max_stars_repo_*`` names are understood too).
+``.tar.gz``/``.tgz``/``.tar``/``.zip`` archive of ``.py`` files, or a ``.jsonl`` (also
+``.jsonl.gz``) or ``.parquet`` table with a ``content`` column (The Stack's layout; ``path``,
+``repo`` and ``license`` columns are kept when present, and The Stack's ``max_stars_repo_*``
+names are understood too).
 
 Inside folders and archives only ``*.py`` entries are seed files; other entries (READMEs, data,
 directories) are not seeds and are skipped by design, except that a symlink loop or an
@@ -19,12 +20,14 @@ a file larger than ``max_file_bytes`` is never read into memory.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
 import stat
 import tarfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
@@ -38,7 +41,14 @@ MAX_FILE_BYTES = 8 * 1024 * 1024
 PARQUET_BATCH_ROWS = 256
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
-TABLE_SUFFIXES = (".jsonl", ".parquet")
+TABLE_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
+#: Names a seed batch file may have (a folder is a batch too).
+SEED_SUFFIXES = (".py", *ARCHIVE_SUFFIXES, *TABLE_SUFFIXES)
+
+
+def is_seed_location(path: Path) -> bool:
+    """Whether ``path`` is something ``iter_source_files`` reads as a batch (for the sensor)."""
+    return Path(path).is_dir() or Path(path).name.lower().endswith(SEED_SUFFIXES)
 
 
 @dataclass(frozen=True)
@@ -64,7 +74,7 @@ def iter_source_files(location: Path, max_file_bytes: int = MAX_FILE_BYTES) -> I
         yield from _iter_tar(location, max_file_bytes)
     elif name.endswith(".zip"):
         yield from _iter_zip(location, max_file_bytes)
-    elif name.endswith(".jsonl"):
+    elif name.endswith((".jsonl", ".jsonl.gz")):
         yield from _iter_jsonl(location, max_file_bytes)
     elif name.endswith(".parquet"):
         yield from _iter_parquet(location, max_file_bytes)
@@ -114,6 +124,10 @@ def _iter_folder(root: Path, max_file_bytes: int) -> Iterator[SourceFile]:
             yield _read_file(path, rel, max_file_bytes)
 
 
+#: A folder being walked: its remaining entry names, path, relative prefix, ancestor identities.
+_Frame = tuple[Iterator[str], Path, str, frozenset[tuple[int, int]]]
+
+
 def _walk(root: Path) -> Iterator[tuple[str, Path, str | None]]:
     """Every file under ``root`` in sorted path order as (relative path, path, error or None).
 
@@ -122,9 +136,8 @@ def _walk(root: Path) -> Iterator[tuple[str, Path, str | None]]:
     file symlinks are reported too. Iterative, so deep trees cannot overflow the stack.
     """
     root_stat = root.stat()
-    Frame = tuple[Iterator[str], Path, str, frozenset[tuple[int, int]]]
 
-    def open_dir(directory: Path, prefix: str, ancestors: frozenset[tuple[int, int]]) -> Frame | str:
+    def open_dir(directory: Path, prefix: str, ancestors: frozenset[tuple[int, int]]) -> _Frame | str:
         try:
             return iter(sorted(os.listdir(directory))), directory, prefix, ancestors
         except OSError as exc:
@@ -134,7 +147,7 @@ def _walk(root: Path) -> Iterator[tuple[str, Path, str | None]]:
     if isinstance(first, str):
         yield ".", root, first
         return
-    stack: list[Frame] = [first]
+    stack: list[_Frame] = [first]
     while stack:
         names, directory, prefix, ancestors = stack[-1]
         name = next(names, None)
@@ -320,20 +333,30 @@ def _table_entry(record: Any, index: int, max_file_bytes: int) -> SourceFile:
 
 def _iter_jsonl(location: Path, max_file_bytes: int) -> Iterator[SourceFile]:
     try:
-        handle = open(location, "rb")
+        handle = gzip.open(location, "rb") if location.name.lower().endswith(".gz") else open(location, "rb")
     except OSError as exc:
         yield SourceFile(location.name, None, error=f"unreadable: {exc.strerror or exc}")
         return
     with handle:
-        for index, line in enumerate(handle):
+        index = 0
+        lines = iter(handle)
+        while True:
+            try:
+                line = next(lines)
+            except StopIteration:
+                return
+            except (OSError, EOFError, zlib.error) as exc:  # a corrupt or truncated .gz
+                yield SourceFile(location.name, None, error=f"corrupt_archive: after line {index}: {exc}")
+                return
+            index += 1
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
             except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-                yield SourceFile(f"row-{index}", None, error=f"bad_jsonl_line: line {index + 1}: {str(exc)[:120]}")
+                yield SourceFile(f"row-{index - 1}", None, error=f"bad_jsonl_line: line {index}: {str(exc)[:120]}")
                 continue
-            yield _table_entry(record, index, max_file_bytes)
+            yield _table_entry(record, index - 1, max_file_bytes)
 
 
 def _iter_parquet(location: Path, max_file_bytes: int) -> Iterator[SourceFile]:

@@ -117,3 +117,11 @@ def accepted_ids(frame: pl.DataFrame) -> set[str]:
     if frame.is_empty():
         return set()
     return set(frame.filter(pl.col(STATUS) == ACCEPTED).get_column("id").to_list())
+
+
+def require_engine(resource: Any, role: str = "generator") -> Any:
+    """The role's cached engine, or a clear failure when the role has no backend."""
+    engine = resource.engine()
+    if engine is None:
+        raise dg.Failure(f"this stage needs an LLM but the {role}'s backend is 'none' (set AMR_LLM_BACKEND or AMR_{role.upper()}_BACKEND)")
+    return engine

@@ -7,12 +7,17 @@ packages): roots in a fixed order, files in sorted path order, functions in line
 
 from __future__ import annotations
 
+import importlib.metadata
 import sys
 import sysconfig
 from pathlib import Path
 from typing import Iterator
 
-from amr_dagster.mining import mine_tree
+import polars as pl
+
+from amr_dagster.ids import stable_id
+from amr_dagster.mining import SEED_FUNCTION_COLUMNS, mine_tree
+from amr_dagster.settings import cache_dir
 
 
 #: Folders of the stdlib that are not the stdlib (the base interpreter's own installs).
@@ -53,10 +58,32 @@ def iter_real_functions(limit: int | None = None) -> Iterator[dict]:
                 return
 
 
-def real_functions(min_count: int = 20000) -> list[dict]:
+def real_functions(min_count: int = 20000, use_cache: bool = True) -> list[dict]:
     """The first ``min_count`` accepted function rows of the corpus (fewer only if the
-    environment holds fewer, which is reported on stderr)."""
+    environment holds fewer, which is reported on stderr).
+
+    Mining 20,000 functions takes a minute or more, so the result is cached as Parquet under
+    ``cache_dir()/bench-corpus``, keyed by everything that decides it: the count, the
+    interpreter, the installed distributions and the miner's own source.
+    """
+    cache = cache_dir() / "bench-corpus" / f"{_corpus_key(min_count)}.parquet"
+    if use_cache and cache.exists():
+        return pl.read_parquet(cache).to_dicts()
     rows = list(iter_real_functions(limit=min_count))
     if len(rows) < min_count:
         print(f"corpus: only {len(rows)} functions available in {corpus_roots()}", file=sys.stderr)
+    if use_cache:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        partial = cache.with_suffix(".tmp")
+        pl.DataFrame(rows, schema=SEED_FUNCTION_COLUMNS, orient="row").write_parquet(partial)  # corpus order kept
+        partial.replace(cache)
     return rows
+
+
+def _corpus_key(min_count: int) -> str:
+    import amr_dagster.mining
+    import amr_dagster.seed_sources
+
+    distributions = sorted(f"{d.metadata['Name']}=={d.version}" for d in importlib.metadata.distributions())
+    sources = [Path(m.__file__ or "").read_bytes() for m in (amr_dagster.mining, amr_dagster.seed_sources)]
+    return stable_id(min_count, sys.version, *map(str, corpus_roots()), *distributions, *sources)

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 from amr_dagster.filters import FilterConfig, decontaminator_for, filter_seeds
 from amr_dagster.mining import mine_source, rows_to_frame
@@ -97,12 +98,13 @@ def _run_in_child(limit: int) -> dict:
         check=True,
         capture_output=True,
         text=True,
+        cwd=Path(__file__).resolve().parents[1],  # the repo root, where ``bench`` is importable
     )
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description="seed functions mined and filtered per second")
     parser.add_argument("--functions", type=int, default=20000, help="corpus size (functions)")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -81,12 +81,91 @@ def project_local(programs: list[tuple[str, str]], workers: int) -> dict:
     return {"jobs": len(jobs), "passed": passed, "seconds": elapsed, "per_s": len(jobs) / elapsed}
 
 
-def bench_docker(programs: list[tuple[str, str]]) -> dict | None:
-    """The Docker half (Docker backend vs one ``docker run`` per program): ``{"ratio": x, ...}``.
+DOCKER_BASELINE_PROGRAMS = 100  # one `docker run` costs ~0.5 s: the baseline runs on a sample
 
-    Returns None while the Docker backend's benchmark is not written.
+
+def bench_docker(programs: list[tuple[str, str]]) -> dict | None:
+    """The Docker backend vs one ``docker run`` per program, same process: ``{"ratio": x, ...}``.
+
+    The engine and image come from ``scripts/dockerd.sh start`` / ``image`` (idempotent). The
+    backend runs every job (container start-up included); the baseline, one hardened
+    ``docker run --rm ... python3 -c <program + tests>`` per program through the docker CLI at
+    its best concurrency, runs on the first ``DOCKER_BASELINE_PROGRAMS`` distinct programs and
+    is compared in programs/s. Returns None (and says why) when no engine can be started.
     """
-    return None
+    import shutil
+    import uuid
+    from pathlib import Path
+
+    from amr_dagster.sandbox.docker_backend import DEFAULT_IMAGE, LABEL, OWNER_LABEL, DockerSandbox, owner_tag
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "dockerd.sh"
+    host = None
+    for step in ("start", "image"):
+        done = subprocess.run(["bash", str(script), step], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if done.returncode != 0:
+            print(f"docker: scripts/dockerd.sh {step} failed: {done.stderr.strip()[-500:]}")
+            return None
+        for line in done.stdout.splitlines():
+            if line.startswith("export DOCKER_HOST="):
+                host = line.split("=", 1)[1].strip()
+    docker_cli = shutil.which("docker")
+    if docker_cli is None or host is None:
+        print("docker: no docker CLI or engine socket for the baseline")
+        return None
+    cores = os.cpu_count() or 2
+
+    jobs = [build_job(code, tests, LIMITS, f"job-{i}") for i, (code, tests) in enumerate(programs)]
+    started = time.perf_counter()
+    sandbox = DockerSandbox(workers=cores, base_url=host)
+    try:
+        results = run_with_retries(sandbox, jobs)
+        elapsed = time.perf_counter() - started
+        containers = sandbox.containers_started
+    finally:
+        sandbox.close()
+    project = {"jobs": len(jobs), "passed": sum(r.status is Status.PASSED for r in results),
+               "seconds": elapsed, "per_s": len(jobs) / elapsed}
+
+    env = {**os.environ, "DOCKER_HOST": host}
+    limits = LIMITS
+    memory = str(limits.memory_bytes + 64 * 1024 * 1024)
+
+    def docker_run(program: tuple[str, str]) -> bool:
+        code, tests = program
+        name = f"amr-bench-{uuid.uuid4().hex[:12]}"
+        argv = [
+            docker_cli, "run", "--rm", "--name", name, "--network", "none", "--read-only",
+            "--tmpfs", "/tmp:rw,nosuid,nodev,noexec,size=64m", "--cap-drop", "ALL",
+            "--security-opt", "no-new-privileges", "--pids-limit", str(limits.pids),
+            "--memory", memory, "--memory-swap", memory, "--user", "10001:10001",
+            "--label", f"{LABEL}=1", "--label", f"{OWNER_LABEL}={owner_tag()}",
+            DEFAULT_IMAGE, "python3", "-c", code + "\n" + tests,
+        ]
+        try:
+            return subprocess.run(argv, capture_output=True, timeout=limits.wall_s + 30, env=env).returncode == 0
+        except subprocess.TimeoutExpired:
+            subprocess.run([docker_cli, "rm", "-f", name], capture_output=True, env=env)
+            return False
+
+    unique = list(dict.fromkeys(programs))[:DOCKER_BASELINE_PROGRAMS]
+
+    def naive_at(concurrency: int) -> dict:
+        began = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            passed = sum(pool.map(docker_run, unique))
+        seconds = time.perf_counter() - began
+        return {"jobs": len(unique), "passed": passed, "seconds": seconds, "per_s": len(unique) / seconds,
+                "concurrency": concurrency}
+
+    naive = max((naive_at(n) for n in (cores, 2 * cores)), key=lambda s: s["per_s"])
+    ratio = project["per_s"] / naive["per_s"]
+    print(_line("docker run", naive))
+    print(_line(f"docker x{cores}", project))
+    print(f"docker/docker-run: {ratio:.2f}x (goal >= 10x; baseline on {len(unique)} distinct programs, "
+          f"backend on all {len(jobs)} jobs in {containers} containers); all passed: "
+          f"docker-run {naive['passed'] == naive['jobs']}, docker {project['passed'] == project['jobs']}")
+    return {"ratio": ratio, "docker": project, "docker_run": naive, "containers": containers}
 
 
 def _line(name: str, stats: dict) -> str:

@@ -81,11 +81,14 @@ class LLMResource(dg.ConfigurableResource):
     def spec(self) -> EngineSpec:
         if self.backend not in BACKENDS:
             raise ValueError(f"LLMResource.backend must be one of {BACKENDS}, got {self.backend!r}")
+        api_key = self.api_key
+        if isinstance(api_key, dg.EnvVar):  # used outside a run: Dagster has not resolved it
+            api_key = api_key.get_value() or ""
         return EngineSpec(
             backend=self.backend,
             model=self.model,
             base_url=self.base_url,
-            api_key=self.api_key,
+            api_key=api_key,
             max_concurrency=self.max_concurrency,
             max_retries=self.max_retries,
             timeout_s=self.timeout_s,

@@ -3,9 +3,10 @@
 # what is missing, so CI and developers can run it on every start.
 #   bubblewrap  -- the local sandbox backend (amr_dagster/sandbox/bubblewrap.py)
 #   python3     -- the interpreter that runs inside the local sandbox (/usr/bin/python3)
+#   util-linux  -- prlimit (worker rlimits before bwrap execs); essential on Debian anyway
 set -euo pipefail
 
-packages=(bubblewrap python3)
+packages=(bubblewrap python3 util-linux)
 
 missing=()
 for pkg in "${packages[@]}"; do
@@ -20,9 +21,6 @@ if ((${#missing[@]})); then
   apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-# The unprivileged user the local sandbox runs as (bwrap run by root maps to root inside).
-if ! id -u amrsandbox >/dev/null 2>&1; then
-  useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin amrsandbox
-fi
-
-echo "system deps ok: ${packages[*]}, user amrsandbox ($(id -u amrsandbox))"
+# No user account is needed: the local backend runs each worker under its own high uid
+# (no passwd entry) so workers cannot signal or count against each other.
+echo "system deps ok: ${packages[*]}"

@@ -6,8 +6,9 @@ parameters) with the raw completion to ``tests/fixtures/recorded/evol_*.json``. 
 replay these exact outputs by prompt, so a changed prompt makes them fail until re-recorded.
 
 Inputs are real code: small documented functions of the Python standard library stand in for
-direct responses (the instruction is their signature plus their docstring's first paragraph;
-they were not executed, so their verdict is left empty). The other stdlib functions form the
+direct responses (the instruction is their signature plus their docstring's first paragraph,
+the code is their source minus the docstring, as generated responses rarely carry one; they were
+not executed, so their verdict is left empty). The other stdlib functions form the
 library searched for evolution, embedded with the bundled all-MiniLM-L6-v2 (cosine similarity,
 exact top-k), which is what the project's module library does at scale.
 
@@ -18,11 +19,13 @@ exact top-k), which is what the project's module library does at scale.
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
 import inspect
 import json
 import platform
 import sys
+import textwrap
 import time
 from dataclasses import asdict, replace
 from datetime import datetime, timezone
@@ -68,7 +71,7 @@ def stdlib_functions(max_lines: int = 25) -> list[dict[str, Any]]:
                 continue
             doc = inspect.getdoc(obj)
             try:
-                source = inspect.getsource(obj)
+                source = textwrap.dedent(inspect.getsource(obj))
                 signature = str(inspect.signature(obj))
             except (OSError, TypeError, ValueError):
                 continue
@@ -83,10 +86,21 @@ def stdlib_functions(max_lines: int = 25) -> list[dict[str, Any]]:
                     "name": name,
                     "signature": f"{name}{signature}",
                     "description": summary,
-                    "code": source.rstrip("\n"),
+                    "code": without_docstring(source.rstrip("\n")),
                 }
             )
     return found
+
+
+def without_docstring(source: str) -> str:
+    """The function's source minus its docstring: generated direct responses rarely have one."""
+    fn = ast.parse(source).body[0]
+    first = fn.body[0] if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and fn.body else None
+    if not (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str)):
+        return source
+    lines = source.split("\n")
+    del lines[first.lineno - 1 : first.end_lineno]
+    return "\n".join(lines)
 
 
 def pick_cases(functions: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
@@ -200,9 +214,9 @@ def save(name: str, meta: dict[str, Any], cases: list[dict[str, Any]], records: 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cases", type=int, default=24, help="direct responses to decompose")
-    ap.add_argument("--chat-cases", type=int, default=4, help="of those, also decomposed with chat messages")
-    ap.add_argument("--evolve", type=int, default=12, help="direct responses to evolve")
+    ap.add_argument("--cases", type=int, default=12, help="direct responses to decompose")
+    ap.add_argument("--chat-cases", type=int, default=2, help="of those, also decomposed with chat messages")
+    ap.add_argument("--evolve", type=int, default=6, help="direct responses to evolve")
     ap.add_argument("--top-k", type=int, default=3)
     ap.add_argument("--n-ctx", type=int, default=4096)
     ap.add_argument("--threads", type=int, default=2)
@@ -238,7 +252,7 @@ def main() -> None:
         engine.records,
         {"executed": executed.to_dicts()},
     )
-    print("decomposition:", json.dumps(stats))
+    print("decomposition:", json.dumps(stats), flush=True)
 
     chat_cases = cases[: args.chat_cases]
     if chat_cases:
@@ -254,7 +268,7 @@ def main() -> None:
             engine.records,
             {"executed": chat_executed.to_dicts()},
         )
-        print("decomposition (chat):", json.dumps(chat_stats))
+        print("decomposition (chat):", json.dumps(chat_stats), flush=True)
 
     evolve_cases = cases[: args.evolve]
     evolve_executed = executed_frame(evolve_cases)
@@ -270,7 +284,7 @@ def main() -> None:
         engine.records,
         {"executed": evolve_executed.to_dicts(), "retrieved": retrieved.to_dicts()},
     )
-    print("evolution:", json.dumps(evo_stats))
+    print("evolution:", json.dumps(evo_stats), flush=True)
 
 
 if __name__ == "__main__":

@@ -107,10 +107,9 @@ def stdlib_seeds() -> pl.DataFrame:
     return pl.DataFrame(rows)
 
 
-def save(stage: str, calls, frame: pl.DataFrame, config: GenerationConfig, model_id: str, seconds: float) -> None:
-    by_request: dict[str, list[dict]] = {}
-    for row in frame.select("parent_id", "id", "status", "reject_reason").to_dicts():
-        by_request.setdefault(row["parent_id"], []).append(row)
+def save(stage: str, inputs: pl.DataFrame, calls, config: GenerationConfig, model_id: str, usage: dict) -> None:
+    """One JSON file per stage: its input rows (so the stage can be replayed on exactly them),
+    and every request with its prompt, parameters and raw completions."""
     records = []
     for request, completions in calls:
         records.append(
@@ -136,8 +135,9 @@ def save(stage: str, calls, frame: pl.DataFrame, config: GenerationConfig, model
         "model_id": model_id,
         "prompt_version": prompt_version(default_templates(), default_library()),
         "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "wall_s": round(seconds, 2),
+        "usage": usage,  # a re-save from the LLM cache shows cache hits and ~0 s here
         "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()},
+        "inputs": inputs.filter(pl.col("status") == "accepted").to_dicts(),
         "records": records,
     }
     OUT_DIR.mkdir(parents=True, exist_ok=True)
@@ -202,12 +202,13 @@ def main() -> None:
     frame = seeds
     for stage, run in (("concepts", seed_concepts), ("instructions", instructions), ("responses", responses)):
         start = time.perf_counter()
-        frame, stats = run(frame, engine, config)
+        inputs = frame
+        frame, stats = run(inputs, engine, config)
         seconds = time.perf_counter() - start
         timings[stage] = (seconds, stats["rows_in"], stats["llm"])
         frames[stage] = frame
         if not args.no_save:
-            save(stage, engine.take(), frame, config, engine.model_id, seconds)
+            save(stage, inputs, engine.take(), config, engine.model_id, stats["llm"])
         else:
             engine.take()
         print(f"{stage}: in={stats['rows_in']} accepted={stats['accepted']} rejected={stats['rejected']} "

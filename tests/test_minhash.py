@@ -81,7 +81,7 @@ def test_jaccard_estimates_agree_with_default_datasketch_and_exact_jaccard():
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.text(alphabet="ab cé_1(),\n\t", max_size=60) | st.none(), max_size=8))
+@given(st.lists(st.text(alphabet="ab cé_1(),\n\t\u2014\U0001f600", max_size=60) | st.none(), max_size=8))
 def test_vectorised_shingle_hashes_equal_the_reference(texts):
     hashes, offsets = minhash.shingle_hashes_batch(texts, 5)
     assert offsets[0] == 0 and offsets[-1] == hashes.size
@@ -100,13 +100,35 @@ def test_short_documents_are_one_shingle_and_tokenless_documents_none():
     assert (sigs[1] == minhash.EMPTY_HASH).all()
 
 
+def test_token_hash_batch_matches_reference_on_unicode_and_surrogates():
+    texts = ["naïve_x = größe + 1", "emoji\U0001f600tail — dash", "bad \udc80 surrogate", ""]
+    hashes, counts = minhash.token_hashes_batch(texts)
+    expected = [minhash.token_hash(t) for text in texts for t in minhash.tokenize(text)]
+    assert hashes.tolist() == expected
+    assert counts.tolist() == [len(minhash.tokenize(t)) for t in texts] == [3, 3, 3, 0]  # "—" is a token: non-ASCII counts as a word character
+
+
+def test_batches_larger_than_one_chunk_match_small_batches():
+    texts = _real_functions() * 40  # several MiB: several tokenisation chunks
+    hasher = minhash.MinHasher()
+    whole = hasher.signatures(texts)
+    assert len(minhash._chunks(texts)) > 1
+    np.testing.assert_array_equal(whole[: len(texts) // 40], hasher.signatures(texts[: len(texts) // 40]))
+    np.testing.assert_array_equal(whole[-3:], hasher.signatures(texts[-3:]))
+    np.testing.assert_array_equal(whole, hasher.signatures(texts, workers=1))
+    np.testing.assert_array_equal(whole, hasher.signatures(texts, workers=3))
+
+
 def test_unencodable_text_does_not_fail_the_batch():
     sigs = minhash.MinHasher().signatures(["ok text here", "bad \udc80 surrogate", None])
     assert sigs.shape == (3, 256)
     assert minhash.has_shingles(sigs).tolist() == [True, True, False]
 
 
-@pytest.mark.parametrize(("threshold", "num_perm"), [(0.7, 256), (0.5, 128), (0.9, 64)])
+@pytest.mark.parametrize(
+    ("threshold", "num_perm"),
+    [(t, p) for t in (0.5, 0.7, 0.8, 0.9) for p in (64, 128, 200, 256)],
+)
 def test_lsh_params_are_datasketch_choice(threshold, num_perm):
     lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
     assert minhash.lsh_params(threshold, num_perm) == (lsh.b, lsh.r)

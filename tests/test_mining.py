@@ -110,6 +110,14 @@ def test_ids_are_stable_and_lineage_is_kept() -> None:
     assert mine(MODULE, path="pkg/m.py", batch="batch-2")[0]["id"] != rows[0]["id"]
 
 
+def test_line_numbers_follow_python_not_str_splitlines() -> None:
+    # form feed, \x1c and U+2028 are line breaks for str.splitlines but not for Python
+    source = 'X = "a\x1cb\u2028c"  # \x0c\n\n\r\ndef f(x):\r\n    """Doc."""\r\n    return x\r\n'
+    [row] = mine(source.encode())
+    assert (row["line_start"], row["line_end"]) == (4, 6)
+    assert row["code"] == 'def f(x):\r\n    """Doc."""\r\n    return x\r\n'
+
+
 def test_same_function_twice_in_a_file_gets_two_ids() -> None:
     twice = b'def f(x):\n    """Doc."""\n    return x\n\n\ndef f(x):\n    """Doc."""\n    return x\n'
     rows = mine(twice)
@@ -237,6 +245,18 @@ def test_archive_and_tables_through_mine_batch(tmp_path: Path) -> None:
         ("p.py", "o/r", "mit", "accepted"),
         ("q.py", None, None, "rejected"),
     ]
+
+
+def test_repeated_bad_entries_keep_distinct_ids(tmp_path: Path) -> None:
+    archive = tmp_path / "dup.tar"
+    with tarfile.open(archive, "w") as tar:
+        for size in (3, 3, 5):
+            info = tarfile.TarInfo("../evil.py")
+            info.size = size
+            tar.addfile(info, io.BytesIO(b"x" * size))
+    frame = mine_batch(archive, "dup")
+    assert frame["reject_reason"].to_list() == ["unsafe_archive_path: ../evil.py"] * 3
+    assert frame["id"].n_unique() == 3
 
 
 def test_identical_rows_in_a_table_keep_distinct_ids(tmp_path: Path) -> None:

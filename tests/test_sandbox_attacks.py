@@ -9,6 +9,7 @@ assert the probe came back empty, so ``passed`` means "contained" and anything e
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -198,23 +199,25 @@ def test_one_large_allocation_is_oom(sandbox):
 
 
 def test_several_processes_allocating_together(sandbox):
+    # Six processes of 100 MB each: every one is within the job's 256 MB, together they are
+    # far above the job's memory plus its tmpfs sizes, which a container (docker) or a memory
+    # cgroup per worker (local, where the machine has cgroups) caps.
     result = attack(sandbox, """
-        import os
+        import os, time
         children = []
-        for _ in range(4):
+        for _ in range(6):
             pid = os.fork()
             if pid == 0:
-                try:
-                    blob = b"x" * (100 * 1024 * 1024)
-                    os._exit(0)
-                except MemoryError:
-                    os._exit(3)
+                blob = b"x" * (100 * 1024 * 1024)
+                time.sleep(3)
+                os._exit(0)
             children.append(pid)
         codes = [os.waitstatus_to_exitcode(os.waitpid(p, 0)[1]) for p in children]
         """, "assert True\n")
-    # Contained either way: per-process limits let each 100 MB child finish (local); a
-    # container-wide memory cap kills (docker). Never an infrastructure error, never a hang.
-    expect(result, Status.PASSED, Status.OOM, Status.FAILED)
+    if getattr(sandbox, "memory_cgroups", True):
+        expect(result, Status.OOM)
+    else:  # per-process limits only: each child may finish
+        expect(result, Status.PASSED, Status.OOM)
 
 
 @pytest.mark.parametrize("folder", ["/tmp", "/dev/shm"])
@@ -279,38 +282,50 @@ def test_blocking_on_stdin_does_not_hang(sandbox):
 
 
 def test_host_files_and_secrets_are_invisible(sandbox):
-    project_file = str(ROOT / "pyproject.toml")
+    # A file is leaked if the sandbox reads the *host's* content (a container may well have an
+    # /etc/passwd of its own): the probe prints a digest of each file it can read.
+    planted = Path(f"/tmp/amr-host-secret-{secrets.token_hex(4)}")
+    planted.write_text(secrets.token_hex(16))
+    planted.chmod(0o644)
+    paths = ["/etc/shadow", "/etc/passwd", "/etc/hostname", str(ROOT / "pyproject.toml"), str(planted), "/root/.bashrc"]
+    host_digests = {p: hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths if Path(p).is_file()}
     # The probe runs in a fresh interpreter: the runner's own guard would block (and report as
     # tampering) reads of /proc/*/environ in the program's process before the sandbox is tried.
     probe = f"""
-import os
-found = []
-for path in ["/etc/shadow", "/etc/passwd", {project_file!r}, "/root/.bashrc"]:
+import hashlib, json, os
+seen = {{}}
+for path in {paths!r}:
     try:
-        open(path, "rb").read()
-        found.append(path)
+        seen[path] = hashlib.sha256(open(path, "rb").read()).hexdigest()
     except OSError:
         pass
+leaks = []
 if {FAKE_SECRET_NAME!r} in os.environ:
-    found.append("own environment")
+    leaks.append("own environment")
 for pid in os.listdir("/proc"):
     for name in ("environ", "cmdline"):
         try:
             with open("/proc/%s/%s" % (pid, name), "rb") as f:
                 if {FAKE_SECRET_NAME!r}.encode() in f.read():
-                    found.append("/proc/%s/%s" % (pid, name))
+                    leaks.append("/proc/%s/%s" % (pid, name))
         except OSError:
             pass
-print(found)
+print(json.dumps({{"seen": seen, "leaks": leaks}}))
 """
-    result = attack(sandbox, f"""
-        import subprocess, sys
-        def leaks():
-            run = subprocess.run([sys.executable, "-I", "-"], input={probe!r}, capture_output=True, text=True, timeout=5)
-            return run.stdout.strip() or run.stderr
-        print(leaks())
-        """, "assert leaks() == '[]'\n")
+    try:
+        result = attack(sandbox, f"""
+            import subprocess, sys
+            def probe():
+                run = subprocess.run([sys.executable, "-I", "-"], input={probe!r}, capture_output=True, text=True, timeout=5)
+                return run.stdout.strip() or run.stderr
+            print(probe())
+            """, "assert probe().startswith('{')\n")
+    finally:
+        planted.unlink()
     expect(result, Status.PASSED)
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["leaks"] == []
+    assert [p for p, digest in report["seen"].items() if host_digests.get(p) == digest] == []
 
 
 def test_writing_outside_the_work_folder(sandbox):
@@ -561,6 +576,18 @@ def test_patched_test_machinery_is_not_a_pass(sandbox, code):
         assert 1 == 2
         """
     result = attack(sandbox, code, tests)
+    expect(result, Status.FAILED)
+    assert result.tests_passed < 2
+
+
+@pytest.mark.parametrize("code", [
+    "import builtins\nbuiltins.len = lambda obj: 5\n",
+    "import builtins\n_compile = builtins.compile\nbuiltins.compile = lambda src, *a, **k: _compile('pass', *a, **k)\n",
+    "import ast\nclass Empty(ast.Module):\n    def __init__(self, body=(), type_ignores=()):\n        super().__init__(body=[ast.Pass()], type_ignores=[])\nast.Module = Empty\n",
+    "import os\n_write = os.write\nos.write = lambda fd, data: _write(fd, data.replace(b' F ', b' P '))\n",
+], ids=["builtins.len", "builtins.compile", "ast.Module", "os.write"])
+def test_patching_what_the_runner_uses_is_not_a_pass(sandbox, code):
+    result = attack(sandbox, code, "assert len([1, 2]) == 5\nassert 1 == 2\n")
     expect(result, Status.FAILED)
     assert result.tests_passed < 2
 

@@ -177,6 +177,23 @@ def test_verdict_shapes_on_the_local_backend(local):
     assert "do not parse" in results[5].detail
 
 
+def test_pytest_style_tests_without_pytest_installed(local):
+    code = "def div(a, b):\n    return a / b\n"
+    tests = ("import pytest\nfrom solution import div\n\n"
+             "def test_zero():\n    with pytest.raises(ZeroDivisionError):\n        div(1, 0)\n\n"
+             "def test_match():\n    with pytest.raises(ZeroDivisionError, match='division'):\n        div(1, 0)\n\n"
+             "def test_approx():\n    assert div(1, 3) == pytest.approx(0.3333333)\n\n"
+             "@pytest.mark.parametrize('a,b,q', [(4, 2, 2), (9, 3, 3)])\n"
+             "def test_table(a, b, q):\n    assert div(a, b) == q\n")
+    wrong_row = tests.replace("(9, 3, 3)", "(9, 3, 4)")
+    skipped = tests + "\n@pytest.mark.skip(reason='later')\ndef test_later():\n    assert False\n"
+    no_raise = "import pytest\ndef test_no_raise():\n    with pytest.raises(ValueError):\n        div(1, 1)\n"
+    results = local.run([harness.build_job(code, t) for t in (tests, wrong_row, skipped, no_raise)])
+    got = [(r.status, r.tests_run, r.tests_passed) for r in results]
+    assert got == [(Status.PASSED, 4, 4), (Status.FAILED, 4, 3), (Status.FAILED, 5, 4), (Status.FAILED, 1, 0)], [r.detail for r in results]
+    assert "skipped" in results[2].detail and "DID NOT RAISE" in results[3].detail
+
+
 def test_output_and_binary_files_reach_the_program(local):
     job = harness.build_job("import sys\nprint('hello')\nprint('warn', file=sys.stderr)\n", "assert open('data.bin', 'rb').read() == bytes(range(256))\n")
     job = harness.SandboxJob(files={**job.files, "data.bin": bytes(range(256))}, command=job.command, limits=job.limits, stdin=job.stdin)
@@ -256,7 +273,7 @@ def test_auto_without_docker_engine_uses_bubblewrap(monkeypatch):
     import amr_dagster.sandbox.auto as auto
 
     monkeypatch.setattr(auto, "docker_engine_answers", lambda timeout=2.0: False)
-    sandbox = auto.open_sandbox("auto", workers=1)
+    sandbox = auto.open_sandbox("auto", workers=1, image="amr-sandbox:py3")  # a Docker-only option
     try:
         assert sandbox.name == "local"
     finally:

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from amr_dagster.seed_sources import MAX_FILE_BYTES, SourceFile, batch_fingerprint, iter_source_files
+from amr_dagster.seed_sources import MAX_FILE_BYTES, SourceFile, batch_fingerprint, is_seed_location, iter_source_files
 
 GOOD = b'def f(x):\n    """Double."""\n    return 2 * x\n'
 
@@ -43,6 +43,8 @@ def test_single_python_file_and_unsupported_and_missing(tmp_path: Path) -> None:
     assert list(iter_source_files(tmp_path / "one.py")) == [SourceFile("one.py", GOOD)]
     [txt] = iter_source_files(tmp_path / "notes.txt")
     assert txt.data is None and txt.error == "unsupported_format: .txt"
+    assert is_seed_location(tmp_path) and is_seed_location(tmp_path / "one.py")
+    assert is_seed_location(tmp_path / "x.JSONL.gz") and not is_seed_location(tmp_path / "notes.txt")
     [missing] = iter_source_files(tmp_path / "nope.py")
     assert missing.error and missing.error.startswith("unreadable")
 
@@ -179,6 +181,19 @@ def test_jsonl_rows_with_broken_line_and_missing_content(tmp_path: Path) -> None
     assert found[4] == SourceFile("b.py", GOOD, "x/y", "apache-2.0")
     assert found[5] == SourceFile("row-6", GOOD)
     assert found[6].error == "bad_row: content is int"
+
+
+def test_gzipped_jsonl_and_a_truncated_one(tmp_path: Path) -> None:
+    rows = [json.dumps({"content": GOOD.decode(), "path": f"p{i}.py"}) for i in range(2000)]
+    table = tmp_path / "stack.jsonl.gz"
+    table.write_bytes(gzip.compress(("\n".join(rows) + "\n").encode()))
+    found = list(iter_source_files(table))
+    assert [s.path for s in found] == [f"p{i}.py" for i in range(2000)]
+    truncated = tmp_path / "cut.jsonl.gz"
+    truncated.write_bytes(table.read_bytes()[:1500])
+    found = list(iter_source_files(truncated))
+    assert found[-1].path == "cut.jsonl.gz" and found[-1].error and found[-1].error.startswith("corrupt_archive")
+    assert all(s.error is None or s.error.startswith("bad_jsonl_line") for s in found[:-1])
 
 
 def test_parquet_with_content_path_repo_license_in_row_groups(tmp_path: Path) -> None:

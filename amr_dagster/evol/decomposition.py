@@ -76,7 +76,7 @@ class EvolConfig:
     temperature: float = 0.0
     top_p: float = 1.0
     decomposition_max_tokens: int = 384
-    evolution_max_tokens: int = 768
+    evolution_max_tokens: int = 512
     max_modules: int = 8
     require_typed_signature: bool = False
     max_retrieved: int = 3

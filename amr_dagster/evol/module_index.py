@@ -204,18 +204,18 @@ class ModuleIndex:
 
     def vectors(self, limit: int | None = None) -> np.ndarray:
         """The first ``limit`` vectors (all by default) as one array."""
-        limit = self._count if limit is None else min(limit, self._count)
+        n = self._count if limit is None else min(limit, self._count)
         if self._dense is not None:
-            return self._dense[:limit]
+            return self._dense[:n]
         parts, taken = [], 0
         for segment in self._segments:
-            if taken >= limit:
+            if taken >= n:
                 break
-            part = segment[: limit - taken]
+            part = segment[: n - taken]
             parts.append(np.asarray(part, dtype=np.float32))
             taken += part.shape[0]
         dense = np.concatenate(parts) if parts else np.zeros((0, self.dim), dtype=np.float32)
-        if limit == self._count:
+        if n == self._count:
             self._dense = dense
         return dense
 
@@ -226,10 +226,10 @@ class ModuleIndex:
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         if queries.shape[1] != self.dim:
             raise ValueError(f"expected queries of dimension {self.dim}, got {queries.shape[1]}")
-        limit = self._count if limit is None else max(0, min(limit, self._count))
-        if exact or self._ivf is None or limit < self.exact_below:
-            return exact_top_k(self.vectors(limit), queries, k)
-        return self._search_ivf(queries, k, limit)
+        n = self._count if limit is None else max(0, min(limit, self._count))
+        if exact or self._ivf is None or n < self.exact_below:
+            return exact_top_k(self.vectors(n), queries, k)
+        return self._search_ivf(queries, k, n)
 
     def _search_ivf(self, queries: np.ndarray, k: int, limit: int) -> SearchResult:
         import faiss

@@ -17,8 +17,11 @@ earlier candidate of the same batch) is not added; its outcome row names the ent
 
 What is embedded: for an entry, ``module_text`` of its signature (which starts with its name),
 its description (the docstring, empty if none) and its body without the docstring; for a query,
-the decomposed module's signature and description. The model reads 256 tokens, so a long body is
-cut, never the description.
+the decomposed module's signature and description (``query_text``). The model reads 256 tokens;
+signature and description come first, so it is the tail of a long body that gets cut.
+
+A commit that crashes half-way is invisible: the library reopens at its last manifest and the
+index at the matching prefix of its segments; the retried batch rewrites the same file names.
 
 Storage under ``root`` (the lead passes ``settings.data_dir() / "module_library"``):
 ``library.json`` (snapshots, model id; replaced atomically, written last), ``entries/<snapshot>.parquet``
@@ -291,7 +294,7 @@ def from_seed_rows(
     for row in _iter_rows(rows):
         code = str(row.get(code_key) or "")
         row_batch = batch if batch is not None else str(row.get(batch_key) or "")
-        common = dict(source=SEED, batch=row_batch, parent_id=row.get(id_key), verified_how=SEED_VERIFIED)
+        common: dict[str, Any] = dict(source=SEED, batch=row_batch, parent_id=row.get(id_key), verified_how=SEED_VERIFIED)
         try:
             functions = parse_functions(code)
         except SyntaxError as error:
@@ -321,7 +324,7 @@ def from_verified_code(
     on its own. Test functions (``test*``) and bodies that do nothing are rejected with a
     reason; unparsable code gives one rejected row.
     """
-    common = dict(source=HARVESTED, batch=batch, parent_id=parent_id, verified_how=verified_how)
+    common: dict[str, Any] = dict(source=HARVESTED, batch=batch, parent_id=parent_id, verified_how=verified_how)
     try:
         tree = ast.parse(textwrap.dedent(code))
     except SyntaxError as error:
@@ -543,17 +546,18 @@ class ModuleLibrary:
             for row, i in enumerate(todo):
                 if hits.ids[row, 0] < 0:
                     continue
-                nearest_id[i] = all_ids[int(hits.ids[row, 0])]
-                nearest_sim[i] = float(hits.similarities[row, 0])
-                if nearest_sim[i] >= self.novelty_threshold:
-                    reasons[i] = f"near_duplicate: {nearest_id[i]} (cos {nearest_sim[i]:.3f})"
+                closest, sim = all_ids[int(hits.ids[row, 0])], float(hits.similarities[row, 0])
+                nearest_id[i], nearest_sim[i] = closest, sim
+                if sim >= self.novelty_threshold:
+                    reasons[i] = f"near_duplicate: {closest} (cos {sim:.3f})"
                     keep[row] = False
         # within the batch: greedily keep a candidate unless an earlier kept one is too close
         greedy = self._greedy_novel(vectors, keep)
         for row, (other_row, sim) in greedy.dropped_by.items():
             i, other = todo[row], module_ids[todo[other_row]]
             reasons[i] = f"near_duplicate: {other} (cos {sim:.3f})"
-            if nearest_sim[i] is None or sim > nearest_sim[i]:
+            previous_best = nearest_sim[i]
+            if previous_best is None or sim > previous_best:
                 nearest_id[i], nearest_sim[i] = other, sim
         kept_rows = greedy.kept
 

@@ -53,26 +53,39 @@ class ParsedConcepts:
 
 
 _CONCEPT_STRIP = " \t-*•`'\".:;"
+_IDENTIFIER = re.compile(r"^[A-Za-z0-9]*_\w*$")
 
 
 def parse_concepts(
-    text: str, finish_reason: str, seed_name: str | None = None, max_concepts: int = 8
+    text: str, finish_reason: str, seed_name: str | None = None, max_concepts: int = 8, min_salvaged: int = 2
 ) -> ParsedConcepts:
-    """One comma-separated line of short phrases; duplicates and the seed's own name dropped."""
-    if finish_reason == FINISH_LENGTH:
-        return ParsedConcepts((), "unterminated: hit max_tokens")
+    """One comma-separated line of short phrases; duplicates, the seed's own name and bare
+    snake_case identifiers dropped.
+
+    A small model often loops on one phrase until ``max_tokens``. Such a line is salvaged when
+    its complete items (all but the cut last one) still give ``min_salvaged`` distinct
+    concepts; otherwise it is ``unterminated``.
+    """
     line = text.strip().split("\n", 1)[0]
+    parts = re.split(r"[,;]", line)
+    cut = finish_reason == FINISH_LENGTH
+    if cut:
+        parts = parts[:-1]
     seen: set[str] = set()
     concepts: list[str] = []
-    for part in re.split(r"[,;]", line):
+    for part in parts:
         concept = re.sub(r"\s+", " ", part).strip(_CONCEPT_STRIP)
         key = concept.lower()
         if not concept or len(concept) > 60 or key in seen:
             continue
         if seed_name and key == seed_name.lower():
             continue
+        if _IDENTIFIER.match(concept):  # "rgb_to_hsv_to_h" names code, it is not a concept
+            continue
         seen.add(key)
         concepts.append(concept)
+    if cut and len(concepts) < min_salvaged:
+        return ParsedConcepts((), "unterminated: hit max_tokens")
     if not concepts:
         return ParsedConcepts((), "unparsed: no concepts")
     return ParsedConcepts(tuple(concepts[:max_concepts]), None)

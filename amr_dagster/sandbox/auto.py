@@ -42,6 +42,25 @@ def _open_local(workers: int | None, opts: dict[str, Any]) -> Sandbox:
     return BubblewrapSandbox(workers=workers, **opts)
 
 
+def _options_for(backend: str, opts: dict[str, Any]) -> dict[str, Any]:
+    """The shared ``opts`` this backend's constructor takes (e.g. ``image`` only for Docker)."""
+    import inspect
+
+    if not opts:
+        return {}
+    try:
+        if backend == "docker":
+            from amr_dagster.sandbox.docker_backend import DockerSandbox as cls
+        else:
+            from amr_dagster.sandbox.bubblewrap import BubblewrapSandbox as cls
+    except ImportError:
+        return dict(opts)
+    params = inspect.signature(cls.__init__).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return dict(opts)
+    return {k: v for k, v in opts.items() if k in params}
+
+
 def _tested(open_backend, workers: int | None, opts: dict[str, Any]) -> Sandbox:
     sandbox = open_backend(workers, opts)
     try:
@@ -62,13 +81,14 @@ def open_sandbox(
 ) -> Sandbox:
     """A self-tested sandbox: ``docker``, ``local`` (bubblewrap) or ``auto``.
 
-    ``opts`` go to whichever backend is opened; ``docker_opts``/``local_opts`` only to that one.
+    ``opts`` go to whichever backend is opened, each taking the ones its constructor knows
+    (``image`` reaches only Docker); ``docker_opts``/``local_opts`` go to that backend only.
     Raises ``SandboxUnavailable`` when the requested backend (for ``auto``: both) cannot isolate.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown sandbox backend {backend!r}; choose one of {BACKENDS}")
-    docker_kwargs = {**opts, **(docker_opts or {})}
-    local_kwargs = {**opts, **(local_opts or {})}
+    docker_kwargs = {**_options_for("docker", opts), **(docker_opts or {})}
+    local_kwargs = {**_options_for("local", opts), **(local_opts or {})}
     if backend == "docker":
         return _tested(_open_docker, workers, docker_kwargs)
     if backend == "local":

@@ -6,16 +6,19 @@ Hardening (DESIGN section 5, measured here):
   map to root), so a job cannot signal or count against another worker's processes;
 * ``--unshare-all`` (network, pid, ipc, uts, cgroup, user namespaces; only an unconfigured
   loopback exists inside) and ``--disable-userns`` (no nested user namespace, so no route to
-  capabilities for mount, ptrace or namespace games), ``--die-with-parent``, ``--new-session`` (no terminal to inject into),
-  ``--clearenv`` plus a fixed small environment (bwrap's own environment is readable inside as
-  pid 1's environ, so bwrap is started with an empty one too);
+  capabilities for mount, ptrace or namespace games); ``--die-with-parent``; ``--new-session``
+  (no terminal to inject into); ``--clearenv`` plus a fixed small environment (bwrap's own
+  environment is readable inside as pid 1's environ, so bwrap is started with an empty one too);
 * the file system is a fresh tmpfs root with read-only binds of ``/usr`` only (and the
   ``/bin``, ``/lib*`` symlinks merged-usr Debian needs), then ``--remount-ro /``; size-limited
   tmpfs ``/tmp`` and ``/dev/shm``; ``--proc /proc``, a minimal ``--dev /dev`` remounted
   read-only (bwrap's ``/dev`` is an unbounded tmpfs owned by the sandbox user); the runner script
   is copied in through a memfd (no host path of the project is visible);
 * rlimits on the worker before bwrap execs (core 0, files, processes, file size, address
-  space), tighter per-job rlimits on each job's child (see ``runner_main``);
+  space), tighter per-job rlimits on each job's child (see ``runner_main``); where the machine
+  offers a writable cgroup-v1 memory hierarchy, a memory cgroup per worker also caps all of a
+  job's processes together (job memory + tmpfs sizes + the worker's own overhead) and tells
+  OOM kills apart (``memory_cgroups=False`` turns it off; nothing depends on it);
 * the worker's python is pid 1 of the sandbox (``--as-pid-1``): it forks a fresh child per job
   and afterwards ``kill(-1, SIGKILL)``s and reaps every other process, empties ``/tmp`` and
   ``/dev/shm``; a worker that reports any anomaly (timeout, oom, output limit, tampering,
@@ -27,6 +30,7 @@ The python inside is the system ``/usr/bin/python3``, never the project's virtua
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import queue
@@ -40,13 +44,15 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence
 
 from amr_dagster.sandbox import harness
-from amr_dagster.sandbox.base import SandboxJob, SandboxResult, SandboxUnavailable
+from amr_dagster.sandbox.base import SandboxJob, SandboxResult, SandboxUnavailable, Status
 
 RUNNER_PATH = "/" + harness.RUNNER_FILE
 SANDBOX_ENV = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8", "TMPDIR": "/tmp"}
 MERGED_USR_DIRS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 # Unprivileged uids for workers: no passwd entry needed, far above regular and system users.
 UID_BASE = 1_200_000
+# Memory the worker's own server needs beside a job, in its cgroup (when cgroups are used).
+WORKER_OVERHEAD_BYTES = 96 * 1024 * 1024
 _uid_counter = itertools.count()
 
 
@@ -106,6 +112,90 @@ def bwrap_available(bwrap: str = "bwrap") -> str | None:
     return None
 
 
+
+class _MemoryCgroup:
+    """A cgroup-v1 memory cgroup for one worker: caps the memory of all its processes together.
+
+    Optional hardening on top of the per-process RLIMIT_AS: used when this machine has a
+    writable cgroup-v1 memory hierarchy (as here), skipped otherwise. The worker joins it
+    itself before exec'ing bwrap (``cgroup.procs`` is handed to the worker's uid), so every
+    sandboxed process is inside from its first instruction. The host reads ``oom_kill`` to
+    tell an out-of-memory kill from any other SIGKILL.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+
+    @staticmethod
+    def parent() -> str | None:
+        """``amr-sandbox`` under this process's own memory cgroup (so outer limits still hold)."""
+        try:
+            with open("/proc/self/cgroup") as f:
+                own = next(line.split(":", 2)[2].strip() for line in f if line.split(":")[1] == "memory")
+        except (OSError, StopIteration, IndexError):
+            return None
+        return os.path.join("/sys/fs/cgroup/memory", own.lstrip("/"), "amr-sandbox")
+
+    @classmethod
+    def create(cls, name: str, uid: int) -> "_MemoryCgroup | None":
+        """The cgroup ``<our pid>-<name>``, or None where cgroup-v1 memory is not writable."""
+        parent = cls.parent()
+        if parent is None:
+            return None
+        path = os.path.join(parent, f"{os.getpid()}-{name}")
+        try:
+            os.makedirs(path, exist_ok=True)
+            os.chown(os.path.join(path, "cgroup.procs"), uid, uid)
+            cgroup = cls(path)
+            cgroup.set_limit(1 << 30)
+            return cgroup
+        except OSError:
+            return None
+
+    @classmethod
+    def remove_stale(cls) -> None:
+        """Remove cgroups left by launchers that died (SIGKILL) before removing their own."""
+        parent = cls.parent()
+        try:
+            names = os.listdir(parent) if parent else []
+        except OSError:
+            return
+        for name in names:
+            creator = name.split("-", 1)[0]
+            if creator.isdigit() and not os.path.exists(f"/proc/{creator}"):
+                try:
+                    os.rmdir(os.path.join(parent, name))
+                except OSError:
+                    pass
+
+    def procs_file(self) -> str:
+        return os.path.join(self.path, "cgroup.procs")
+
+    def set_limit(self, limit_bytes: int) -> None:
+        with open(os.path.join(self.path, "memory.limit_in_bytes"), "w") as f:
+            f.write(str(int(limit_bytes)))
+
+    def oom_kills(self) -> int:
+        try:
+            with open(os.path.join(self.path, "memory.oom_control")) as f:
+                for line in f:
+                    if line.startswith("oom_kill "):
+                        return int(line.split()[1])
+        except OSError:
+            pass
+        return 0
+
+    def remove(self) -> None:
+        for _ in range(50):
+            try:
+                os.rmdir(self.path)
+                return
+            except FileNotFoundError:
+                return
+            except OSError:
+                time.sleep(0.02)  # the killed sandbox's processes are still exiting
+
+
 class _Worker:
     """One long-lived bwrap sandbox running the runner's server loop."""
 
@@ -115,10 +205,16 @@ class _Worker:
         self.proc: subprocess.Popen | None = None
         self.jobs_done = 0
         self.stderr_file = None
+        self.cgroup: _MemoryCgroup | None = None
+        self.cgroup_limit = 0
+        self.starts = 0
 
     def argv(self, runner_fd: int) -> list[str]:
         box = self.sandbox
-        argv = [
+        argv = []
+        if self.cgroup is not None:  # join the worker's memory cgroup, then become the sandbox
+            argv += ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', self.cgroup.procs_file()]
+        argv += [
             "prlimit", "--core=0", "--nofile=1024", f"--nproc={box.worker_nproc}",
             f"--fsize={box.tmp_bytes}", f"--as={box.worker_as_bytes}", "--",
             box.bwrap, "--unshare-all", "--unshare-user", "--disable-userns",
@@ -146,6 +242,10 @@ class _Worker:
         return argv
 
     def start(self) -> None:
+        self.starts += 1
+        if self.sandbox.memory_cgroups:
+            self.cgroup = _MemoryCgroup.create(f"{self.uid}-{self.starts}", self.uid)
+            self.cgroup_limit = 0
         runner_fd = os.memfd_create("amr-runner", 0)
         try:
             os.write(runner_fd, harness.runner_source().encode("utf-8"))
@@ -183,6 +283,9 @@ class _Worker:
         if self.stderr_file is not None:
             self.stderr_file.close()
             self.stderr_file = None
+        if self.cgroup is not None:
+            self.cgroup.remove()
+            self.cgroup = None
 
     def stderr_tail(self) -> str:
         if self.stderr_file is None:
@@ -199,6 +302,7 @@ class _Worker:
             self.start()
         started = time.monotonic()
         deadline = started + job.limits.wall_s + self.sandbox.grace_s
+        oom_kills_before = self._prepare_cgroup(job)
         try:
             self._send(harness.encode_request(job))
             frame = harness.read_frame(lambda n: self._read_exact(n, deadline))
@@ -209,9 +313,24 @@ class _Worker:
             return harness.infra_error(job, detail + (f"; stderr: {tail[-500:]}" if tail else ""), time.monotonic() - started)
         self.jobs_done += 1
         result = harness.decode_report(job, frame, time.monotonic() - started)
+        if self.cgroup is not None and self.cgroup.oom_kills() > oom_kills_before:
+            result = _as_oom(result, self.cgroup_limit)
         if result.anomalies:
             self.stop()  # a fresh worker after any anomaly
         return result
+
+    def _prepare_cgroup(self, job: SandboxJob) -> int:
+        """Size the worker's memory cgroup for this job; the OOM-kill count before it."""
+        if self.cgroup is None:
+            return 0
+        limit = job.limits.memory_bytes + self.sandbox.tmp_bytes + self.sandbox.shm_bytes + WORKER_OVERHEAD_BYTES
+        if limit != self.cgroup_limit:
+            try:
+                self.cgroup.set_limit(limit)
+                self.cgroup_limit = limit
+            except OSError:
+                pass  # usage above the new limit (EBUSY): keep the old one for this job
+        return self.cgroup.oom_kills()
 
     def _send(self, data: bytes) -> None:
         fd = self.proc.stdin.fileno()
@@ -253,6 +372,7 @@ class BubblewrapSandbox:
         worker_nproc: int = 512,
         recycle_after: int = 2000,
         grace_s: float = 10.0,
+        memory_cgroups: bool = True,
     ):
         problem = bwrap_available(bwrap)
         if problem:
@@ -265,6 +385,7 @@ class BubblewrapSandbox:
         self.worker_nproc = worker_nproc
         self.recycle_after = recycle_after
         self.grace_s = grace_s
+        self.memory_cgroups = memory_cgroups and _memory_cgroups_work()
         # Default two workers per core: a worker spends part of each job waiting on pipe
         # hand-offs (host -> worker -> job child -> worker -> host), so one per core idles cores.
         self._workers = [_Worker(self) for _ in range(max(1, workers or 2 * (os.cpu_count() or 1)))]
@@ -317,3 +438,22 @@ class BubblewrapSandbox:
         except Exception:
             pass
 
+
+
+def _memory_cgroups_work() -> bool:
+    _MemoryCgroup.remove_stale()
+    probe = _MemoryCgroup.create(f"probe-{os.getpid()}-{next(_uid_counter)}", os.getuid())
+    if probe is None:
+        return False
+    probe.remove()
+    return True
+
+
+def _as_oom(result: SandboxResult, limit: int) -> SandboxResult:
+    """The verdict after the kernel OOM-killed a process of the job's worker cgroup: the job
+    went over its memory, even if only a background process died and the tests still passed."""
+    anomalies = (*result.anomalies, "oom kill in worker cgroup")
+    return dataclasses.replace(
+        result, status=Status.OOM, anomalies=anomalies,
+        detail=f"worker memory limit of {limit} bytes exceeded (OOM kill); {result.detail}",
+    )

@@ -14,6 +14,16 @@ Every backend runs the same harness-owned runner (``runner_main.py``, copied int
 
 A program passes only if the runner reports >= 1 test ran and every test passed, under the
 job's own nonce; anything else is a failure, and a missing/forged report is ``infra_error``.
+
+Threat model in short (details in ``runner_main``): the program and its tests are hostile. The
+runner's supervisor never executes them; it forks a child that does, which loses every channel
+to the supervisor except a result pipe before user code runs; the supervisor counts only
+token-tagged per-test lines in the order of the plan it parsed itself, so exiting early
+(``os._exit(0)``, ``sys.exit``), skipping, printing a fake report or writing forged lines is
+never a pass; patches of ``builtins``/``unittest``/the runner are detected or have no effect.
+The nonce reaches the sandbox only after every user process of the job is dead. What remains
+possible is in-process lying about the program's own results (e.g. an ``__eq__`` that is always
+true): contained by the sandbox, not preventable while tests share the program's interpreter.
 """
 
 from __future__ import annotations

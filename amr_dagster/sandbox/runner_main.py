@@ -56,8 +56,10 @@ are treated as top level. One test is: a top-level statement containing an ``ass
 nested defs) or calling a checker function (a tests-defined function whose body asserts, or named
 ``test*``/``check``) -- e.g. HumanEval's ``check(candidate)`` call is one test; a top-level
 ``def test*`` function never called at top level (pytest style); a ``test*`` method of a
-``Test*`` class or ``unittest.TestCase`` subclass. Other statements are setup. Test functions
-needing arguments (pytest fixtures) fail with ``needs fixtures``.
+``Test*`` class or ``unittest.TestCase`` subclass. Other statements are setup. A small
+built-in ``pytest`` (``raises``, ``approx``, ``skip``, ``mark.parametrize``...) stands in for
+the real one; a parametrized test is one test that passes only if every parameter set passes.
+Test functions needing other arguments (pytest fixtures) fail with ``needs fixtures``.
 """
 
 from __future__ import annotations
@@ -215,6 +217,123 @@ def count_planned_tests(source: str) -> int:
 
 
 # --------------------------------------------------------------------------------------------
+# A minimal ``pytest`` for the tests (the sandbox's python has none): the parts tests use.
+# --------------------------------------------------------------------------------------------
+
+
+def _pytest_shim():
+    """``raises``, ``approx``, ``skip``, ``fail``, ``fixture`` and ``mark`` (``skip``,
+    ``skipif``, ``xfail`` mark a test skipped -- never a pass; ``parametrize`` runs the test
+    once per parameter set, all of which must pass for the one test to pass)."""
+    import math
+    import re
+    import types
+
+    shim = types.ModuleType("pytest")
+
+    class Skipped(BaseException):
+        pass
+
+    class Failed(AssertionError):
+        pass
+
+    class RaisesContext:
+        def __init__(self, expected, match=None):
+            self.expected, self.match, self.value, self.type = expected, match, None, None
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, exc_type, exc, tb):
+            if exc_type is None:
+                raise Failed(f"DID NOT RAISE {self.expected}")
+            if not issubclass(exc_type, self.expected):
+                return False
+            if self.match is not None and not re.search(self.match, str(exc)):
+                raise AssertionError(f"{str(exc)!r} does not match {self.match!r}")
+            self.value, self.type = exc, exc_type
+            return True
+
+    def raises(expected, *args, match=None, **kwargs):
+        context = RaisesContext(expected, match)
+        if not args:
+            return context
+        with context:
+            args[0](*args[1:], **kwargs)
+        return context
+
+    class Approx:
+        def __init__(self, expected, rel=None, abs=None):
+            self.expected, self.rel, self.abs = expected, 1e-6 if rel is None else rel, 1e-12 if abs is None else abs
+
+        def _close(self, actual, expected) -> bool:
+            if isinstance(expected, (list, tuple)):
+                return isinstance(actual, (list, tuple)) and len(actual) == len(expected) and all(
+                    self._close(a, e) for a, e in zip(actual, expected))
+            if isinstance(expected, dict):
+                return isinstance(actual, dict) and actual.keys() == expected.keys() and all(
+                    self._close(actual[k], v) for k, v in expected.items())
+            try:
+                return math.isclose(actual, expected, rel_tol=self.rel, abs_tol=self.abs)
+            except TypeError:
+                return actual == expected
+
+        def __eq__(self, actual):
+            return self._close(actual, self.expected)
+
+        def __repr__(self):
+            return f"approx({self.expected!r})"
+
+    def skip(reason="", **_):
+        raise Skipped(reason)
+
+    def fail(reason="", **_):
+        raise Failed(reason)
+
+    def skipped(fn):
+        fn.__unittest_skip__ = True
+        return fn
+
+    class Mark:
+        def skip(self, fn=None, reason=""):
+            return skipped(fn) if callable(fn) else skipped
+
+        def skipif(self, condition, reason=""):
+            return skipped if condition else (lambda fn: fn)
+
+        def xfail(self, fn=None, **_):
+            return skipped(fn) if callable(fn) else skipped
+
+        def parametrize(self, names, values, **_):
+            names = [n.strip() for n in names.split(",")] if isinstance(names, str) else list(names)
+
+            def mark(fn):
+                sets = [v if len(names) > 1 else (v,) for v in values]
+                fn._amr_parametrize = getattr(fn, "_amr_parametrize", []) + [(names, sets)]
+                return fn
+            return mark
+
+        def __getattr__(self, name):
+            return lambda *a, **k: (a[0] if len(a) == 1 and callable(a[0]) and not k else (lambda fn: fn))
+
+    def fixture(fn=None, **_):
+        return fn if callable(fn) else (lambda f: f)
+
+    shim.raises, shim.approx, shim.skip, shim.fail, shim.fixture = raises, Approx, skip, fail, fixture
+    shim.mark, shim.Skipped, shim.Failed = Mark(), Skipped, Failed
+    shim.skip.Exception = Skipped
+    return shim
+
+
+def _parameter_sets(fn) -> list[dict]:
+    """Keyword sets for a ``parametrize``d test (the product of stacked marks); [{}] if none."""
+    combos: list[dict] = [{}]
+    for names, sets in getattr(fn, "_amr_parametrize", []):
+        combos = [{**c, **dict(zip(names, values))} for c in combos for values in sets]
+    return combos
+
+
+# --------------------------------------------------------------------------------------------
 # The child: runs user code. Everything it needs is bound before user code runs.
 # --------------------------------------------------------------------------------------------
 
@@ -240,6 +359,9 @@ def _set_child_limits(limits: dict) -> None:
     cap(resource.RLIMIT_FSIZE, int(limits["file_size_bytes"]))
     cap(resource.RLIMIT_NPROC, int(limits["pids"]))
     cap(resource.RLIMIT_NOFILE, 256)
+    for name in ("RLIMIT_MSGQUEUE", "RLIMIT_MEMLOCK"):  # POSIX queues would outlive the job
+        if hasattr(resource, name):
+            cap(getattr(resource, name), 0)
     try:
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
     except (ValueError, OSError):
@@ -248,7 +370,11 @@ def _set_child_limits(limits: dict) -> None:
 
 def _child_main(stmts, steps, program_source, token, result_w, out_w, err_w, limits) -> None:
     """Run program + tests in this (forked) process and report per test; never returns."""
-    write, _exit, monotonic = os.write, os._exit, time.monotonic
+    # Everything the runner calls after user code starts is bound here, before it starts: a
+    # program that rebinds ``os.write``, ``builtins.compile``, ``ast.Module``... changes nothing.
+    write, _exit, fsdecode = os.write, os._exit, os.fsdecode
+    compile_, exec_, module_node = compile, exec, ast.Module
+    isinstance_, callable_, getattr_, hasattr_, issubclass_ = isinstance, callable, getattr, hasattr, issubclass
     base_exception, memory_error = BaseException, MemoryError
     prefix = token.encode() + b" "
 
@@ -261,7 +387,7 @@ def _child_main(stmts, steps, program_source, token, result_w, out_w, err_w, lim
         os.dup2(null, 0)
         os.dup2(out_w, 1)
         os.dup2(err_w, 2)
-        os.dup2(result_w, RESULT_FD)
+        os.dup2(result_w, RESULT_FD, inheritable=False)  # exec'd programs never get it
         os.closerange(RESULT_FD + 1, 1 << 16)
         for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
@@ -273,6 +399,11 @@ def _child_main(stmts, steps, program_source, token, result_w, out_w, err_w, lim
         sys.argv = [PROGRAM_FILE]
         sys.path[:0] = [os.getcwd()]
         _set_child_limits(limits)
+        try:  # where a memory cgroup caps the worker, its OOM killer takes job processes first
+            with open("/proc/self/oom_score_adj", "w") as adj:
+                adj.write("1000")
+        except OSError:
+            pass
     except base_exception as exc:  # the runner itself failed: not the program's fault
         send("X", -1, f"child setup: {exc!r}")
         _exit(70)
@@ -289,8 +420,8 @@ def _child_main(stmts, steps, program_source, token, result_w, out_w, err_w, lim
                      "gc.get_referrers", "gc.get_referents") or event.startswith("ctypes."):
             tamper(event)
             raise PermissionError(f"blocked by the test harness: {event}")
-        if event in ("open", "os.listdir", "os.scandir") and args and isinstance(args[0], (str, bytes)):
-            path = os.fsdecode(args[0])
+        if event in ("open", "os.listdir", "os.scandir") and args and isinstance_(args[0], (str, bytes)):
+            path = fsdecode(args[0])
             parts = path.split("/")
             if path.startswith("/dev/fd") or (
                 len(parts) > 3 and parts[1] == "proc" and parts[3] in ("mem", "fd", "environ", "maps", "pagemap")
@@ -303,6 +434,7 @@ def _child_main(stmts, steps, program_source, token, result_w, out_w, err_w, lim
     import unittest
 
     testcase_dict = unittest.TestCase.__dict__
+    test_case, skip_test = unittest.TestCase, unittest.SkipTest
 
     def snapshot() -> dict:
         marks = {("builtins", k): id(v) for k, v in builtins.__dict__.items()}
@@ -316,7 +448,7 @@ def _child_main(stmts, steps, program_source, token, result_w, out_w, err_w, lim
             tamper("patched " + ", ".join(changed[:5]))
 
     def is_skip(exc: BaseException) -> bool:
-        return isinstance(exc, unittest.SkipTest) or any(c.__name__ in SKIP_EXCEPTION_NAMES for c in type(exc).__mro__)
+        return isinstance_(exc, skip_test) or any(c.__name__ in SKIP_EXCEPTION_NAMES for c in type(exc).__mro__)
 
     def describe(exc: BaseException) -> str:
         return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
@@ -328,6 +460,8 @@ def _child_main(stmts, steps, program_source, token, result_w, out_w, err_w, lim
             except base_exception:
                 pass
 
+    parameter_sets_of = _parameter_sets
+    sys.modules["pytest"] = _pytest_shim()
     module = types.ModuleType(PROGRAM_MODULE)
     module.__file__ = os.path.join(os.getcwd(), PROGRAM_FILE)
     sys.modules[PROGRAM_MODULE] = module
@@ -336,50 +470,53 @@ def _child_main(stmts, steps, program_source, token, result_w, out_w, err_w, lim
     sys.addaudithook(audit)
 
     def run_program() -> None:
-        exec(compile(program_source, PROGRAM_FILE, "exec", dont_inherit=True), namespace)
+        exec_(compile_(program_source, PROGRAM_FILE, "exec", dont_inherit=True), namespace)
 
     def run_statement(i: int) -> None:
-        code = compile(ast.Module(body=[stmts[i]], type_ignores=[]), TESTS_FILE, "exec", dont_inherit=True)
-        exec(code, namespace)
+        code = compile_(module_node(body=[stmts[i]], type_ignores=[]), TESTS_FILE, "exec", dont_inherit=True)
+        exec_(code, namespace)
 
-    def call(fn, *args) -> None:
-        result = fn(*args)
-        if hasattr(result, "__await__"):
+    def call(fn, **kwargs) -> None:
+        result = fn(**kwargs)
+        if hasattr_(result, "__await__"):
             import asyncio
 
             asyncio.run(result)
 
-    def needs_arguments(fn) -> bool:
+    def needs_arguments(fn, given: dict) -> bool:
         import inspect
 
         try:
             params = inspect.signature(fn).parameters.values()
         except (TypeError, ValueError):
             return False
-        return any(p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) for p in params)
+        return any(p.default is p.empty and p.name not in given
+                   and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) for p in params)
 
     classes_set_up: dict[str, BaseException | None] = {}
 
     def run_function(name: str) -> None:
         fn = namespace.get(name)
-        if not callable(fn):
+        if not callable_(fn):
             raise NameError(f"test function {name} is not defined")
-        if getattr(fn, "__unittest_skip__", False):
-            raise unittest.SkipTest(getattr(fn, "__unittest_skip_why__", "skipped"))
-        if needs_arguments(fn):
+        if getattr_(fn, "__unittest_skip__", False):
+            raise skip_test(getattr_(fn, "__unittest_skip_why__", "skipped"))
+        parameter_sets = parameter_sets_of(fn)
+        if needs_arguments(fn, parameter_sets[0]):
             raise TypeError(f"{name} needs fixtures (arguments), which this runner does not provide")
-        call(fn)
+        for kwargs in parameter_sets:
+            call(fn, **kwargs)
 
     def run_method(class_name: str, name: str) -> None:
         cls = namespace.get(class_name)
-        if not isinstance(cls, type):
+        if not isinstance_(cls, type):
             raise NameError(f"test class {class_name} is not defined")
-        method = getattr(cls, name, None)
+        method = getattr_(cls, name, None)
         if method is None:
             raise AttributeError(f"{class_name}.{name} is not defined")
-        if getattr(cls, "__unittest_skip__", False) or getattr(method, "__unittest_skip__", False):
-            raise unittest.SkipTest("skipped")
-        if issubclass(cls, unittest.TestCase):
+        if getattr_(cls, "__unittest_skip__", False) or getattr_(method, "__unittest_skip__", False):
+            raise skip_test("skipped")
+        if issubclass_(cls, test_case):
             if class_name not in classes_set_up:
                 try:
                     cls.setUpClass()
@@ -391,28 +528,30 @@ def _child_main(stmts, steps, program_source, token, result_w, out_w, err_w, lim
             case = cls(name)
             case.setUp()
             try:
-                call(getattr(case, name))
+                call(getattr_(case, name))
             finally:
                 case.tearDown()
                 case.doCleanups()
         else:
             instance = cls()
-            if hasattr(instance, "setup_method"):
+            if hasattr_(instance, "setup_method"):
                 instance.setup_method(method)
             try:
-                bound = getattr(instance, name)
-                if needs_arguments(bound):
+                bound = getattr_(instance, name)
+                parameter_sets = parameter_sets_of(bound)
+                if needs_arguments(bound, parameter_sets[0]):
                     raise TypeError(f"{class_name}.{name} needs fixtures (arguments)")
-                call(bound)
+                for kwargs in parameter_sets:
+                    call(bound, **kwargs)
             finally:
-                if hasattr(instance, "teardown_method"):
+                if hasattr_(instance, "teardown_method"):
                     instance.teardown_method(method)
 
     try:
         run_program()
     except base_exception as exc:
         flush()
-        send("M" if isinstance(exc, memory_error) else "E", -1, "program raised " + describe(exc))
+        send("M" if isinstance_(exc, memory_error) else "E", -1, "program raised " + describe(exc))
         _exit(0)
     check_untouched(pristine)
 
@@ -422,7 +561,7 @@ def _child_main(stmts, steps, program_source, token, result_w, out_w, err_w, lim
                 run_statement(target)
             except base_exception as exc:
                 flush()
-                send("M" if isinstance(exc, memory_error) else "E", index, f"tests setup ({label}) raised {describe(exc)}")
+                send("M" if isinstance_(exc, memory_error) else "E", index, f"tests setup ({label}) raised {describe(exc)}")
                 _exit(0)
             continue
         send("B", index, label)
@@ -434,7 +573,7 @@ def _child_main(stmts, steps, program_source, token, result_w, out_w, err_w, lim
             else:
                 run_method(*target)
         except base_exception as exc:
-            if isinstance(exc, memory_error):
+            if isinstance_(exc, memory_error):
                 send("M", index, describe(exc))
             elif is_skip(exc):
                 send("S", index, describe(exc))

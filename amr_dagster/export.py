@@ -1,0 +1,182 @@
+"""``instruction_dataset``: every verified pair of every batch, deduplicated and
+decontaminated once more, exported in a standard instruction/response format.
+
+Pairs arrive partition by partition (never all at once). Output near-dedup runs three MinHash
+passes, on the instruction, the response and the code, each in arrival order with the same
+store semantics as seed dedup (a row is compared with every row kept before it), so the
+result is the same on any machine. Decontamination checks instruction, response and tests
+against the benchmarks again: a model can reproduce a benchmark problem from a clean seed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import polars as pl
+
+from amr_dagster.decontamination import Decontaminator
+from amr_dagster.dedup import DedupConfig, SignatureStore, dedup_batch
+from amr_dagster.outcomes import REASON, accepted, summarize, with_status
+
+#: Columns of the exported records (the JSONL lines and the Parquet file).
+DATASET_COLUMNS: dict[str, pl.DataType] = {
+    "id": pl.String(),
+    "instruction": pl.String(),
+    "response": pl.String(),
+    "code": pl.String(),
+    "tests": pl.String(),
+    "origin": pl.String(),
+    "batch": pl.String(),
+    "instruction_id": pl.String(),
+    "seed_id": pl.String(),
+    "seed_name": pl.String(),
+    "seed_source_path": pl.String(),
+    "seed_line_start": pl.Int64(),
+    "seed_line_end": pl.Int64(),
+    "seed_repo": pl.String(),
+    "seed_license": pl.String(),
+}
+
+DEDUP_FIELDS = ("instruction", "response", "code")
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    num_perm: int = 256
+    threshold: float = 0.7
+    shingle_size: int = 5
+    benchmark_files: tuple[str, ...] = ()
+
+
+def attach_lineage(pairs: pl.DataFrame, instructions: pl.DataFrame, seeds: pl.DataFrame) -> pl.DataFrame:
+    """Add the seed's id, name, file and line span to each pair (instruction -> seed)."""
+    inst = instructions.select(pl.col("id").alias("instruction_id"), pl.col("seed_id"))
+    seed_cols = seeds.select(
+        pl.col("id").alias("seed_id"),
+        pl.col("name").alias("seed_name"),
+        pl.col("source_path").alias("seed_source_path"),
+        pl.col("line_start").alias("seed_line_start"),
+        pl.col("line_end").alias("seed_line_end"),
+        pl.col("repo").alias("seed_repo"),
+        pl.col("license").alias("seed_license"),
+        pl.col("batch"),
+    )
+    return pairs.join(inst, on="instruction_id", how="left").join(seed_cols, on="seed_id", how="left")
+
+
+def build_dataset(
+    partitions: Iterable[tuple[str, pl.DataFrame]],
+    config: ExportConfig,
+    decontaminator: Decontaminator | None = None,
+    workdir: Path | None = None,
+) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """All partitions' accepted pairs (with lineage) -> the dataset frame with status/reason.
+
+    ``partitions`` yields (partition key, pairs-with-lineage frame), in a fixed order.
+    """
+    started = time.perf_counter()
+    decontaminator = decontaminator or Decontaminator.default(config.benchmark_files)
+    dedup_config = DedupConfig(num_perm=config.num_perm, threshold=config.threshold, shingle_size=config.shingle_size)
+    frames: list[pl.DataFrame] = []
+    per_partition: dict[str, int] = {}
+    with tempfile.TemporaryDirectory(dir=workdir, prefix="export-dedup-") as tmp:
+        stores = {name: SignatureStore(Path(tmp) / name) for name in DEDUP_FIELDS}
+        for key, pairs in partitions:
+            rows = accepted(pairs)
+            per_partition[key] = rows.height
+            if rows.is_empty():
+                continue
+            frame = rows.select([pl.col(c).cast(t) if c in rows.columns else pl.lit(None, dtype=t).alias(c) for c, t in DATASET_COLUMNS.items()])
+            reasons: list[str | None] = [None] * frame.height
+            texts = [
+                "\n".join(filter(None, (r["instruction"], r["response"], r["tests"]))) for r in frame.iter_rows(named=True)
+            ]
+            for i, hit in enumerate(decontaminator.check_many(texts)):
+                reasons[i] = hit
+            for name in DEDUP_FIELDS:
+                candidates = frame.with_row_index("_row").filter(pl.Series([r is None for r in reasons]))
+                if candidates.is_empty():
+                    break
+                judged, _ = dedup_batch(candidates.select("id", name), key, stores[name], dedup_config, text_column=name)
+                for row_index, reason in zip(candidates.get_column("_row").to_list(), judged.get_column(REASON).to_list()):
+                    if reason is not None:
+                        reasons[row_index] = f"output_{name}_{reason}"
+            frames.append(with_status(frame, reasons))
+    dataset = pl.concat(frames, how="vertical") if frames else with_status(pl.DataFrame(schema=DATASET_COLUMNS), [])
+    counts = summarize(dataset)
+    stats = {
+        "pairs_in": sum(per_partition.values()),
+        "exported": counts["accepted"],
+        "rejected_by_reason": counts["rejected_by_reason"],
+        "partitions": per_partition,
+        "wall_s": round(time.perf_counter() - started, 3),
+    }
+    return dataset, stats
+
+
+def write_dataset(dataset: pl.DataFrame, folder: Path) -> dict[str, Path]:
+    """Accepted records as JSONL and Parquet; every judged row (with reasons) as a side table."""
+    folder.mkdir(parents=True, exist_ok=True)
+    records = accepted(dataset).select(list(DATASET_COLUMNS))
+    paths = {"jsonl": folder / "dataset.jsonl", "parquet": folder / "dataset.parquet", "judged": folder / "judged_pairs.parquet"}
+    for kind, path in paths.items():
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.")
+        os.close(fd)
+        if kind == "jsonl":
+            with open(tmp, "w", encoding="utf-8") as out:
+                for row in records.iter_rows(named=True):
+                    out.write(json.dumps(row, ensure_ascii=False) + "\n")
+        elif kind == "parquet":
+            records.write_parquet(tmp)
+        else:
+            dataset.write_parquet(tmp)
+        os.replace(tmp, path)
+    return paths
+
+
+def dataset_card(
+    stats: dict[str, Any],
+    stage_counts: dict[str, dict[str, Any]],
+    settings: dict[str, Any],
+    evolution: dict[str, Any] | None = None,
+) -> str:
+    """A Markdown card: what the dataset holds and how it was made."""
+    lines = [
+        "# amr-dagster instruction dataset",
+        "",
+        f"Execution-verified instruction/response pairs: **{stats['exported']}** exported "
+        f"from {stats['pairs_in']} verified pairs across {len(stats['partitions'])} seed batches.",
+        "",
+        "## Counts per stage (all batches)",
+        "",
+        "| stage | rows | accepted | rejected | top rejection reasons |",
+        "| --- | ---: | ---: | ---: | --- |",
+    ]
+    for stage, counts in stage_counts.items():
+        top = ", ".join(f"{r} ({n})" for r, n in list(counts.get("rejected_by_reason_family", {}).items())[:4])
+        lines.append(f"| {stage} | {counts['rows']} | {counts['accepted']} | {counts['rejected']} | {top} |")
+    lines += ["", "## Export filters", ""]
+    for reason, n in stats["rejected_by_reason"].items():
+        lines.append(f"- {reason}: {n}")
+    if not stats["rejected_by_reason"]:
+        lines.append("- none rejected")
+    if evolution:
+        lines += ["", "## AMR-Evol", "", "```json", json.dumps(evolution, indent=2, sort_keys=True), "```"]
+    lines += ["", "## Settings", "", "```json", json.dumps(settings, indent=2, sort_keys=True, default=str), "```", ""]
+    return "\n".join(lines)
+
+
+def family_counts(by_reason: dict[str, int]) -> dict[str, int]:
+    out: Counter[str] = Counter()
+    for reason, n in by_reason.items():
+        out[reason.split(":", 1)[0].strip()] += n
+    return dict(out.most_common())
+
+

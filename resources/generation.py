@@ -1,0 +1,43 @@
+"""Settings shared by the generation stages (S->C, C->I, I->R, AMR-Evol) as one resource,
+so one edit in the UI's launchpad (or one CLI flag) changes every stage consistently."""
+
+import os
+from dataclasses import fields
+
+import dagster as dg
+
+from amr_dagster.generation.config import GenerationConfig
+
+_DEFAULTS = GenerationConfig()
+
+
+class GenerationSettings(dg.ConfigurableResource):
+    """``max_seeds`` > 0 caps how many deduplicated seeds of a batch enter generation (the rest
+    are recorded as rejected ``over_seed_limit``); sized for the embedded CPU model."""
+
+    global_seed: int = _DEFAULTS.global_seed
+    max_seeds: int = 0
+    n_samples: int = _DEFAULTS.n_samples
+    concept_shots: int = _DEFAULTS.concept_shots
+    instruction_shots: int = _DEFAULTS.instruction_shots
+    response_shots: int = _DEFAULTS.response_shots
+    shot_sets: int = _DEFAULTS.shot_sets
+    chunk_size: int = _DEFAULTS.chunk_size
+    response_max_tokens: int = _DEFAULTS.response_max_tokens
+    response_temperature: float = _DEFAULTS.response_temperature
+    instruction_max_tokens: int = _DEFAULTS.instruction_max_tokens
+    concepts_max_tokens: int = _DEFAULTS.concepts_max_tokens
+
+    @classmethod
+    def from_env(cls) -> "GenerationSettings":
+        """``AMR_<FIELD>`` overrides (e.g. ``AMR_N_SAMPLES=8``, ``AMR_MAX_SEEDS=20``)."""
+        values = {}
+        for name, field in cls.model_fields.items():
+            raw = os.environ.get(f"AMR_{name.upper()}")
+            if raw is not None:
+                values[name] = field.annotation(raw)
+        return cls(**values)
+
+    def config(self) -> GenerationConfig:
+        known = {f.name for f in fields(GenerationConfig)}
+        return GenerationConfig(**{k: v for k, v in self.model_dump().items() if k in known})
