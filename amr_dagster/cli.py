@@ -33,6 +33,8 @@ def _prepare_environment(args: argparse.Namespace) -> None:
         os.environ["DAGSTER_HOME"] = str(dagster_home)
     if getattr(args, "llm_backend", None):
         os.environ["AMR_LLM_BACKEND"] = args.llm_backend
+    if getattr(args, "benchmark", None):
+        os.environ["AMR_BENCHMARK_FILES"] = os.pathsep.join(str(Path(p).resolve()) for p in args.benchmark)
     if getattr(args, "sandbox", None):
         os.environ["AMR_SANDBOX_BACKEND"] = args.sandbox
 
@@ -40,7 +42,7 @@ def _prepare_environment(args: argparse.Namespace) -> None:
 def _run_config(args: argparse.Namespace, selected: list[str]) -> dict:
     ops: dict[str, dict] = {}
     if "filtered_seeds" in selected:
-        ops["filtered_seeds"] = {"config": {"typecheck": not args.no_typecheck, "docstring_judge": not args.no_judge, "benchmark_files": list(args.benchmark or [])}}
+        ops["filtered_seeds"] = {"config": {"typecheck": not args.no_typecheck, "docstring_judge": not args.no_judge}}
     return {"ops": ops, "loggers": {"console": {"config": {"log_level": "INFO" if args.verbose else "WARNING"}}}}
 
 

@@ -95,6 +95,11 @@ class DedupConfig:
         }
 
 
+def config_dict(config: DedupConfig) -> dict[str, Any]:
+    """The config as plain values (for asset metadata)."""
+    return {**asdict(config), "bands": config.bands, "rows_per_band": config.rows}
+
+
 class SignatureSettingsMismatch(ValueError):
     """The store holds signatures of another family (num_perm, bands, shingling...)."""
 
@@ -244,6 +249,108 @@ def _best_per_doc(doc: np.ndarray, other: np.ndarray, jacc: np.ndarray) -> dict[
     return best
 
 
+class _Decisions:
+    """Per-row outcome being built: which family of duplicate, of which kept id, how similar."""
+
+    def __init__(self, n: int) -> None:
+        self.family: list[str | None] = [None] * n
+        self.kept_id: list[str | None] = [None] * n
+        self.jaccard: list[float | None] = [None] * n
+
+    def reject(self, doc: int, family: str, kept_id: str, jaccard: float) -> None:
+        self.family[doc], self.kept_id[doc], self.jaccard[doc] = family, kept_id, jaccard
+
+    def copy(self, doc: int, source: int) -> None:
+        self.reject(doc, self.family[source], self.kept_id[source], self.jaccard[source])  # type: ignore[arg-type]
+
+    def undecided(self, docs: np.ndarray) -> np.ndarray:
+        return np.array([d for d in docs if self.family[d] is None], dtype=np.int64)
+
+    def reasons(self) -> list[str | None]:
+        return [None if f is None else f"{f}: {k}" for f, k in zip(self.family, self.kept_id)]
+
+
+def _exact_copies_of_stored(stored: pl.LazyFrame, docs: np.ndarray, hashes: np.ndarray) -> dict[int, str]:
+    """doc -> id of the earliest stored row with the same text."""
+    matches = (
+        stored.select("stored_row", "id", "content_hash")
+        .join(pl.DataFrame({"doc": docs, "content_hash": hashes[docs]}).lazy(), on="content_hash")
+        .group_by("doc")
+        .agg(pl.col("id").sort_by("stored_row").first())
+        .collect()
+    )
+    return dict(matches.iter_rows())
+
+
+def _near_copies_of_stored(
+    stored: pl.LazyFrame, docs: np.ndarray, keys: np.ndarray, signatures: np.ndarray, threshold: float
+) -> tuple[dict[int, tuple[str, float]], int, int]:
+    """doc -> (stored id, estimated Jaccard) of its best verified stored match; pair counts.
+
+    Band keys of the stored rows are scanned lazily and joined with this batch's; full
+    signatures are read only for the stored rows that came out as candidates.
+    """
+    candidates = (
+        stored.select("stored_row", "band_keys")
+        .explode("band_keys")
+        .drop_nulls("band_keys")
+        .join(_keys_frame(keys, docs).lazy(), left_on="band_keys", right_on="key")
+        .select("doc", "stored_row")
+        .unique()
+        .collect()
+    )
+    if candidates.is_empty():
+        return {}, 0, 0
+    loaded = (
+        stored.filter(pl.col("stored_row").is_in(candidates.get_column("stored_row").unique().implode()))
+        .select("stored_row", "id", "signature")
+        .collect()
+    )
+    slot = {r: i for i, r in enumerate(loaded.get_column("stored_row").to_list())}
+    stored_ids = loaded.get_column("id").to_list()
+    stored_sigs = loaded.get_column("signature").to_numpy()
+    doc = candidates.get_column("doc").to_numpy()
+    stored_row = candidates.get_column("stored_row").to_numpy()
+    jacc = _pair_jaccard(signatures[doc], stored_sigs[[slot[int(r)] for r in stored_row]])
+    ok = jacc >= threshold
+    best = _best_per_doc(doc[ok], stored_row[ok], jacc[ok])
+    return {d: (stored_ids[slot[r]], j) for d, (r, j) in best.items()}, candidates.height, int(ok.sum())
+
+
+def _verified_pairs_within(
+    docs: np.ndarray, keys: np.ndarray, signatures: np.ndarray, threshold: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """(earlier, later, estimated Jaccard) of every verified LSH pair among ``docs``; candidates."""
+    long = _keys_frame(keys, docs)
+    pairs = (
+        long.join(long, on="key", suffix="_later")
+        .filter(pl.col("doc") < pl.col("doc_later"))
+        .select("doc", "doc_later")
+        .unique()
+    )
+    earlier = pairs.get_column("doc").to_numpy()
+    later = pairs.get_column("doc_later").to_numpy()
+    jacc = _pair_jaccard(signatures[earlier], signatures[later])
+    ok = jacc >= threshold
+    return earlier[ok], later[ok], jacc[ok], pairs.height
+
+
+def _survivors_frame(
+    docs: np.ndarray, ids: list[str], hashes: np.ndarray, signatures: np.ndarray, keys: np.ndarray, shingled: np.ndarray
+) -> pl.DataFrame:
+    """What the store keeps of each survivor; rows without shingles get no band keys."""
+    num_perm, bands = signatures.shape[1], keys.shape[1]
+    return pl.DataFrame(
+        {
+            "id": pl.Series([ids[d] for d in docs], dtype=pl.String),
+            "row": pl.Series(docs, dtype=pl.Int64),
+            "content_hash": pl.Series(hashes[docs], dtype=pl.UInt64),
+            "signature": pl.Series(signatures[docs], dtype=pl.Array(pl.UInt32, num_perm)),
+            "band_keys": pl.Series(keys[docs], dtype=pl.Array(pl.UInt64, bands)),
+        }
+    ).with_columns(pl.when(pl.Series(shingled[docs])).then(pl.col("band_keys")).alias("band_keys"))
+
+
 def dedup_batch(
     frame: pl.DataFrame,
     batch: str,
@@ -266,167 +373,84 @@ def dedup_batch(
     n = frame.height
     ids = [str(v) for v in frame.get_column("id").to_list()]
     texts = frame.get_column(text_column).cast(pl.String).to_list()
-    hasher = config.hasher()
-    bands, rows, threshold = config.bands, config.rows, config.threshold
+    threshold = config.threshold
 
     tick = time.perf_counter()
-    signatures = hasher.signatures(texts)
+    signatures = config.hasher().signatures(texts)
     shingled = minhash.has_shingles(signatures)
-    keys = minhash.band_keys(signatures, bands, rows)
+    keys = minhash.band_keys(signatures, config.bands, config.rows)
     hashes = content_hashes(texts)
     seconds["signatures"] = time.perf_counter() - tick
 
-    duplicate_of: list[str | None] = [None] * n
-    jaccard: list[float | None] = [None] * n
-    family: list[str | None] = [None] * n
-    stats: dict[str, Any] = {
-        "rows": n,
-        "exact_within": 0,
-        "exact_cross": 0,
-        "near_within": 0,
-        "near_cross": 0,
-        "without_shingles": int(n - shingled.sum()),
-        "candidate_pairs_cross": 0,
-        "verified_pairs_cross": 0,
-        "candidate_pairs_within": 0,
-        "verified_pairs_within": 0,
-        "num_perm": config.num_perm,
-        "bands": bands,
-        "rows_per_band": rows,
-        "threshold": threshold,
-    }
+    decisions = _Decisions(n)
+    stats: dict[str, Any] = {"rows": n, "without_shingles": int(n - shingled.sum()), **config_dict(config)}
+    # The first arrival of each distinct text represents it; later copies share its fate.
+    _, first_index, inverse = np.unique(hashes, return_index=True, return_inverse=True)
+    representative = first_index[inverse.reshape(-1)].astype(np.int64)
+    undecided = np.flatnonzero(representative == np.arange(n))
 
     with store.locked():
         store.ensure_settings(config.signature_settings())
         earlier = store.files_before(batch)
         stats["earlier_batches"] = len(earlier)
-        stored = pl.scan_parquet(earlier).with_row_index("stored_row") if earlier else None
 
-        # The first arrival of each distinct text represents it; later copies follow it below.
         tick = time.perf_counter()
-        _, first_index, inverse = np.unique(hashes, return_index=True, return_inverse=True)
-        representative = first_index[inverse.reshape(-1)] if n else np.zeros(0, dtype=np.int64)
-        is_rep = representative == np.arange(n)
-        open_docs = np.flatnonzero(is_rep)  # representatives not decided yet
-
-        # Exact copies of stored rows.
-        if stored is not None and open_docs.size:
-            matches = (
-                stored.select("stored_row", "id", "content_hash")
-                .join(
-                    pl.DataFrame({"doc": open_docs.astype(np.int64), "content_hash": hashes[open_docs]}).lazy(),
-                    on="content_hash",
+        exact_cross: dict[int, str] = {}
+        near_cross: dict[int, tuple[str, float]] = {}
+        stats["candidate_pairs_cross"] = stats["verified_pairs_cross"] = 0
+        if earlier and undecided.size:
+            stored = pl.scan_parquet(earlier).with_row_index("stored_row")
+            exact_cross = _exact_copies_of_stored(stored, undecided, hashes)
+            for doc, kept in exact_cross.items():
+                decisions.reject(doc, EXACT, kept, 1.0)
+            undecided = decisions.undecided(undecided)
+            near = undecided[shingled[undecided]]
+            if near.size:
+                near_cross, stats["candidate_pairs_cross"], stats["verified_pairs_cross"] = _near_copies_of_stored(
+                    stored, near, keys, signatures, threshold
                 )
-                .group_by("doc")
-                .agg(pl.col("id").sort_by("stored_row").first())
-                .collect()
-            )
-            for doc, kept in matches.iter_rows():
-                family[doc], duplicate_of[doc], jaccard[doc] = EXACT, kept, 1.0
-                stats["exact_cross"] += 1
-            open_docs = np.array([d for d in open_docs if family[d] is None], dtype=np.int64)
-        seconds["exact_cross"] = time.perf_counter() - tick
-
-        # Near copies of stored rows: join band keys, verify candidates on full signatures.
-        tick = time.perf_counter()
-        near_docs = open_docs[shingled[open_docs]] if open_docs.size else open_docs
-        if stored is not None and near_docs.size:
-            candidates = (
-                stored.select("stored_row", "band_keys")
-                .explode("band_keys")
-                .drop_nulls("band_keys")
-                .join(_keys_frame(keys, near_docs).lazy(), left_on="band_keys", right_on="key")
-                .select("doc", "stored_row")
-                .unique()
-                .collect()
-            )
-            stats["candidate_pairs_cross"] = candidates.height
-            if candidates.height:
-                wanted = candidates.get_column("stored_row").unique()
-                loaded = (
-                    stored.filter(pl.col("stored_row").is_in(wanted.implode()))
-                    .select("stored_row", "id", "signature")
-                    .collect()
-                )
-                slot = {r: i for i, r in enumerate(loaded.get_column("stored_row").to_list())}
-                stored_ids = loaded.get_column("id").to_list()
-                stored_sigs = loaded.get_column("signature").to_numpy()
-                doc = candidates.get_column("doc").to_numpy()
-                stored_row = candidates.get_column("stored_row").to_numpy()
-                stored_slot = np.array([slot[int(r)] for r in stored_row], dtype=np.int64)
-                jacc = _pair_jaccard(signatures[doc], stored_sigs[stored_slot])
-                verified = jacc >= threshold
-                stats["verified_pairs_cross"] = int(verified.sum())
-                for d, (s, j) in _best_per_doc(doc[verified], stored_row[verified], jacc[verified]).items():
-                    family[d], duplicate_of[d], jaccard[d] = NEAR, stored_ids[slot[s]], j
-                    stats["near_cross"] += 1
-                near_docs = np.array([d for d in near_docs if family[d] is None], dtype=np.int64)
+                for doc, (kept, jacc) in near_cross.items():
+                    decisions.reject(doc, NEAR, kept, jacc)
+                undecided = decisions.undecided(undecided)
+        stats["exact_cross"], stats["near_cross"] = len(exact_cross), len(near_cross)
         seconds["cross_batch"] = time.perf_counter() - tick
 
-        # Within the batch: LSH candidate pairs, verified, then decided greedily in arrival order.
+        # Within the batch, in arrival order: a row goes when it matches an earlier survivor.
         tick = time.perf_counter()
-        if near_docs.size > 1:
-            long = _keys_frame(keys, near_docs)
-            pairs = (
-                long.join(long, on="key", suffix="_later")
-                .filter(pl.col("doc") < pl.col("doc_later"))
-                .select("doc", "doc_later")
-                .unique()
+        stats["candidate_pairs_within"] = stats["verified_pairs_within"] = stats["near_within"] = 0
+        near = undecided[shingled[undecided]]
+        if near.size > 1:
+            earlier_doc, later_doc, jacc, stats["candidate_pairs_within"] = _verified_pairs_within(
+                near, keys, signatures, threshold
             )
-            stats["candidate_pairs_within"] = pairs.height
-            if pairs.height:
-                earlier_doc = pairs.get_column("doc").to_numpy()
-                later_doc = pairs.get_column("doc_later").to_numpy()
-                jacc = _pair_jaccard(signatures[earlier_doc], signatures[later_doc])
-                verified = jacc >= threshold
-                stats["verified_pairs_within"] = int(verified.sum())
-                earlier_doc, later_doc, jacc = earlier_doc[verified], later_doc[verified], jacc[verified]
-                order = np.lexsort((earlier_doc, -jacc, later_doc))  # by later doc, best match first
-                for i in order:
-                    later, kept = int(later_doc[i]), int(earlier_doc[i])
-                    if family[later] is None and family[kept] is None:
-                        family[later], duplicate_of[later], jaccard[later] = NEAR, ids[kept], float(jacc[i])
-                        stats["near_within"] += 1
+            stats["verified_pairs_within"] = int(later_doc.size)
+            for i in np.lexsort((earlier_doc, -jacc, later_doc)):  # by later row, best match first
+                later, kept = int(later_doc[i]), int(earlier_doc[i])
+                if decisions.family[later] is None and decisions.family[kept] is None:
+                    decisions.reject(later, NEAR, ids[kept], float(jacc[i]))
+                    stats["near_within"] += 1
+        copies = np.flatnonzero(representative != np.arange(n))
+        for doc in copies:
+            rep = int(representative[doc])
+            if decisions.family[rep] is None:
+                decisions.reject(int(doc), EXACT, ids[rep], 1.0)
+            else:
+                decisions.copy(int(doc), rep)
+        stats["exact_within"] = int(copies.size)
         seconds["within_batch"] = time.perf_counter() - tick
 
-        # Later copies of a text share their representative's fate.
-        for doc in np.flatnonzero(~is_rep):
-            rep = int(representative[doc])
-            if family[rep] is None:
-                family[doc], duplicate_of[doc], jaccard[doc] = EXACT, ids[rep], 1.0
-            else:
-                family[doc], duplicate_of[doc], jaccard[doc] = family[rep], duplicate_of[rep], jaccard[rep]
-            stats["exact_within"] += 1
-
         tick = time.perf_counter()
-        kept_docs = np.array([d for d in range(n) if family[d] is None], dtype=np.int64)
-        survivors = pl.DataFrame(
-            {
-                "id": pl.Series([ids[d] for d in kept_docs], dtype=pl.String),
-                "row": pl.Series(kept_docs, dtype=pl.Int64),
-                "content_hash": pl.Series(hashes[kept_docs], dtype=pl.UInt64),
-                "signature": pl.Series(signatures[kept_docs], dtype=pl.Array(pl.UInt32, config.num_perm)),
-                "band_keys": pl.Series(keys[kept_docs], dtype=pl.Array(pl.UInt64, bands)),
-            }
-        ).with_columns(
-            pl.when(pl.Series(shingled[kept_docs])).then(pl.col("band_keys")).alias("band_keys")
-        )
-        store.write_batch(batch, survivors)
+        kept_docs = decisions.undecided(np.arange(n))
+        store.write_batch(batch, _survivors_frame(kept_docs, ids, hashes, signatures, keys, shingled))
         stats["ledger_position"] = store.batches().index(batch)
         seconds["store_write"] = time.perf_counter() - tick
 
-    reasons = [None if f is None else f"{f}: {kept}" for f, kept in zip(family, duplicate_of)]
-    result = with_status(frame, reasons).with_columns(
-        pl.Series(DUPLICATE_OF, duplicate_of, dtype=pl.String),
-        pl.Series(DUPLICATE_JACCARD, jaccard, dtype=pl.Float64),
+    result = with_status(frame, decisions.reasons()).with_columns(
+        pl.Series(DUPLICATE_OF, decisions.kept_id, dtype=pl.String),
+        pl.Series(DUPLICATE_JACCARD, decisions.jaccard, dtype=pl.Float64),
     )
     stats["accepted"] = int(kept_docs.size)
     stats["rejected"] = n - int(kept_docs.size)
     seconds["total"] = time.perf_counter() - started
     stats["seconds"] = {k: round(v, 4) for k, v in seconds.items()}
     return result, stats
-
-
-def config_dict(config: DedupConfig) -> dict[str, Any]:
-    """The config as plain values (for asset metadata)."""
-    return {**asdict(config), "bands": config.bands, "rows": config.rows}

@@ -28,8 +28,8 @@ What a document means to the dedup (defined here once, used everywhere):
 Why not one ``datasketch.MinHash`` per document: hashing every shingle through a Python call and
 running the permutations per document costs far more than the arithmetic itself. Here the whole
 batch is one byte array: tokens, token hashes and shingle hashes are a few numpy passes over it,
-and the permutations run over cache-sized blocks of shingles with one ``minimum.reduceat`` per
-block. Single-threaded numpy only, so the cost stays predictable on a busy machine.
+and the permutations and minima run in one fused loop compiled with numba (cached on disk after
+the first use). Chunks of about 1 MiB of text keep memory bounded and can run on several threads.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Sequence
 
+import numba
 import numpy as np
 
 TOKEN_PATTERN = r"[0-9A-Za-z_\u0080-\U0010ffff]+"
@@ -52,7 +53,6 @@ EMPTY_HASH = np.uint32(0xFFFFFFFF)
 
 _MASK64 = (1 << 64) - 1
 _TOKEN_RE = re.compile(TOKEN_PATTERN)
-_BLOCK_SHINGLES = 4096  # shingles per permutation block: 256 perms x 4096 x 4 B = 4 MiB
 _CHUNK_BYTES = 1 << 20  # text tokenised at once: small arrays are reused, not page-faulted anew
 _WORD_BYTE = np.zeros(256, dtype=bool)
 for _c in b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_":
@@ -274,30 +274,30 @@ class MinHasher:
         return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
     def signatures_from_hashes(self, hashes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        """Signatures from ``shingle_hashes_batch`` output (the permutation and minimum step)."""
         a, b = self.permutations()
-        n_docs = offsets.size - 1
-        out = np.full((n_docs, self.num_perm), EMPTY_HASH, dtype=np.uint32)
-        if hashes.size == 0:
-            return out
-        mixed = _fmix32(hashes.astype(np.uint32))
-        counts = np.diff(offsets)
-        docs = np.flatnonzero(counts)  # documents with at least one shingle
-        starts, ends = offsets[:-1][docs], offsets[1:][docs]
-        block = np.empty((self.num_perm, _BLOCK_SHINGLES), dtype=np.uint32)
-        a_col, b_col = a[:, None], b[:, None]
-        for lo in range(0, mixed.size, _BLOCK_SHINGLES):
-            hi = min(lo + _BLOCK_SHINGLES, mixed.size)
-            # documents overlapping [lo, hi): each owns one contiguous segment of the block
-            first = int(np.searchsorted(ends, lo, side="right"))
-            last = int(np.searchsorted(starts, hi, side="left"))
-            view = block[:, : hi - lo]
-            np.multiply(a_col, mixed[None, lo:hi], out=view)
-            view += b_col
-            segments = np.maximum(starts[first:last], lo) - lo
-            minima = np.minimum.reduceat(view, segments, axis=1).T
-            rows = docs[first:last]
-            out[rows] = np.minimum(out[rows], minima)
+        out = np.full((offsets.size - 1, self.num_perm), EMPTY_HASH, dtype=np.uint32)
+        if hashes.size:
+            _min_permuted(_fmix32(hashes.astype(np.uint32)), offsets, a, b, out)
         return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _min_permuted(mixed, offsets, a, b, out):  # pragma: no cover - compiled
+    """``out[d, k] = min(out[d, k], (a[k] * h + b[k]) mod 2**32)`` over document d's hashes h.
+
+    One fused loop instead of numpy's multiply, add and reduce passes over a
+    shingles x permutations block: about five times less work for the same values.
+    """
+    mask = np.uint64(0xFFFFFFFF)
+    for d in range(offsets.size - 1):
+        row = out[d]
+        for i in range(offsets[d], offsets[d + 1]):
+            h = np.uint64(mixed[i])
+            for k in range(a.size):
+                v = np.uint32((np.uint64(a[k]) * h + np.uint64(b[k])) & mask)
+                if v < row[k]:
+                    row[k] = v
 
 
 @lru_cache(maxsize=8)

@@ -20,7 +20,7 @@ import re
 import tokenize
 import warnings
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import polars as pl
 
@@ -30,6 +30,9 @@ from .seed_sources import SourceFile, content_hash, iter_source_files
 
 _PHYSICAL_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
 _TOP_LEVEL_DEF = re.compile(r"^\f*(?:async[ \t]+)?def[ \t\\]", re.MULTILINE)
+
+#: A check of a whole file's text: None when clean, else a rejection reason.
+Screen = Callable[[str], "str | None"]
 
 SEED_FUNCTION_COLUMNS: dict[str, pl.DataType] = {
     "id": pl.String(),
@@ -58,10 +61,20 @@ def file_id(batch: str, path: str, data: bytes | None, occurrence: int = 0) -> s
     return stable_id(batch, path, content_hash(data))
 
 
-def mine_source(src: SourceFile, batch: str, occurrence: int = 0) -> list[dict]:
+def mine_source(src: SourceFile, batch: str, occurrence: int = 0, screen: Screen | None = None) -> list[dict]:
     """The seed rows of one file: one accepted row per documented top-level function, or
-    exactly one rejected row (with the file's path and the reason) when there is none."""
+    exactly one rejected row (with the file's path and the reason) when there is none.
+
+    ``screen`` (the benchmark decontaminator's ``check``) looks at files that yield no seed:
+    a benchmark solution whose docstring is not its first statement (HumanEval/115 imports
+    before it) is no seed in form, yet it must be reported as contaminated, not as a file
+    without documented functions.
+    """
     parent = file_id(batch, src.path, src.data, occurrence)
+
+    def no_seed(text: str) -> list[dict]:
+        hit = screen(text) if screen is not None else None
+        return rejected(hit or "no_documented_functions")
 
     def rejected(reason: str) -> list[dict]:
         row = _empty_row(parent, batch, src)
@@ -79,7 +92,7 @@ def mine_source(src: SourceFile, batch: str, occurrence: int = 0) -> list[dict]:
     if not _TOP_LEVEL_DEF.search(text):
         # Cheap pre-screen: a top-level function starts a line with "def"/"async def", so a
         # file without one (test modules, class-only modules) is not worth parsing.
-        return rejected("no_documented_functions")
+        return no_seed(text)
     try:
         with warnings.catch_warnings():  # arbitrary code: no SyntaxWarning/DeprecationWarning noise
             warnings.simplefilter("ignore")
@@ -103,7 +116,7 @@ def mine_source(src: SourceFile, batch: str, occurrence: int = 0) -> list[dict]:
     except (RecursionError, MemoryError) as exc:
         return rejected(f"too_deeply_nested: {type(exc).__name__}")
     if not rows:
-        return rejected("no_documented_functions")
+        return no_seed(text)
     return rows
 
 
@@ -131,7 +144,7 @@ def decode_source(data: bytes) -> tuple[str | None, str | None]:
     return text, None
 
 
-def iter_batch_rows(location: Path, batch: str) -> Iterator[dict]:
+def iter_batch_rows(location: Path, batch: str, screen: Screen | None = None) -> Iterator[dict]:
     """Every row of one seed batch, streamed in the order the entries are read (for writing a
     huge batch chunk by chunk); ``mine_batch`` is the sorted, in-memory form."""
     occurrences: dict[str, int] = {}
@@ -139,12 +152,12 @@ def iter_batch_rows(location: Path, batch: str) -> Iterator[dict]:
         key = stable_id(src.path, content_hash(src.data))  # repeats of a path+bytes (or of a bad entry)
         occurrence = occurrences.get(key, 0)
         occurrences[key] = occurrence + 1
-        yield from mine_source(src, batch, occurrence)
+        yield from mine_source(src, batch, occurrence, screen)
 
 
-def mine_batch(location: Path, batch: str) -> pl.DataFrame:
+def mine_batch(location: Path, batch: str, screen: Screen | None = None) -> pl.DataFrame:
     """Every row of one seed batch, in a deterministic order (source path, then line)."""
-    return rows_to_frame(list(iter_batch_rows(location, batch)))
+    return rows_to_frame(list(iter_batch_rows(location, batch, screen)))
 
 
 def rows_to_frame(rows: list[dict]) -> pl.DataFrame:

@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import polars as pl
 
+from amr_dagster.filters import FILTERED_SEED_COLUMNS
 from amr_dagster.mining import SEED_FUNCTION_COLUMNS
 
-FILTERED_SEED_COLUMNS: dict[str, pl.DataType] = {
-    **SEED_FUNCTION_COLUMNS,
-    "judge_verdict": pl.String(),
-    "judge_answer": pl.String(),
-}
+__all__ = ["SEED_FUNCTION_COLUMNS", "FILTERED_SEED_COLUMNS", "DEDUPED_SEED_COLUMNS"]
 
 DEDUPED_SEED_COLUMNS: dict[str, pl.DataType] = {
     **FILTERED_SEED_COLUMNS,

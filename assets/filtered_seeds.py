@@ -11,6 +11,7 @@ from amr_dagster.outcomes import accepted
 from amr_dagster.schemas import FILTERED_SEED_COLUMNS
 from assets.partitions import seed_batches
 from assets.stage import accepted_ids, emit, stage_checks
+from resources.benchmarks import BenchmarkSet
 from resources.llm import LLMResource
 
 
@@ -21,7 +22,7 @@ class FilterSettings(dg.Config):
     denied_imports: list[str] = list(FilterConfig().denied_imports)
     typecheck: bool = True
     typecheck_timeout_s: float = FilterConfig().typecheck_timeout_s
-    benchmark_files: list[str] = []
+    typecheck_batch_size: int = FilterConfig().typecheck_batch_size
     docstring_judge: bool = True
 
 
@@ -35,7 +36,7 @@ class FilterSettings(dg.Config):
     "take parameters, type-check under pyright, are not benchmark problems, and whose docstring "
     "suffices to re-implement them (LLM judge). Every rejection keeps its reason.",
 )
-def filtered_seeds(context: dg.AssetExecutionContext, config: FilterSettings, generator: LLMResource, seed_functions: pl.DataFrame):
+def filtered_seeds(context: dg.AssetExecutionContext, config: FilterSettings, generator: LLMResource, benchmarks: BenchmarkSet, seed_functions: pl.DataFrame):
     started = time.perf_counter()
     candidates = accepted(seed_functions)
     judge = None
@@ -50,10 +51,10 @@ def filtered_seeds(context: dg.AssetExecutionContext, config: FilterSettings, ge
         denied_imports=tuple(config.denied_imports),
         typecheck=config.typecheck,
         typecheck_timeout_s=config.typecheck_timeout_s,
-        benchmark_files=tuple(config.benchmark_files),
+        typecheck_batch_size=config.typecheck_batch_size,
     )
     usage_before = generator.usage_snapshot()
-    frame, stats = filter_seeds(candidates, core_config, judge=judge)
+    frame, stats = filter_seeds(candidates, core_config, judge=judge, decontaminator=benchmarks.decontaminator())
     yield from emit(
         context,
         frame,

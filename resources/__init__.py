@@ -12,7 +12,9 @@ import dagster as dg
 
 
 def default_resources() -> dict[str, object]:
+    from resources.benchmarks import BenchmarkSet
     from resources.data_root import DataRoot
+    from resources.generation import GenerationSettings
     from resources.llm import LLMResource
     from resources.parquet_io import ParquetFrameIOManager
     from resources.seed_location import LocalSeedLocation
@@ -28,6 +30,8 @@ def default_resources() -> dict[str, object]:
         "seed_location": LocalSeedLocation(path=""),
         "generator": generator,
         "teacher": teacher,
+        "benchmarks": BenchmarkSet.from_env(),
+        "generation": GenerationSettings.from_env(),
     }
     try:
         from resources.sandbox import SandboxResource

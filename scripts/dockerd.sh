@@ -27,7 +27,7 @@ IMAGE="${AMR_SANDBOX_IMAGE:-amr-sandbox:py3}"
 SANDBOX_UID=10001
 # Bump when the image recipe below changes: the cached tarball and the image label follow it.
 RECIPE_VERSION=1
-CACHE_DIR="${AMR_CACHE_DIR:-$HOME/.cache/amr-dagster}/docker"
+CACHE_DIR="${AMR_CACHE_DIR:-${HOME:-/root}/.cache/amr-dagster}/docker"
 LABEL_FILTER="label=amr-dagster.sandbox=1"
 # Every container's cgroup lives under this one (not the default /docker of a system engine).
 CGROUP_PARENT="amr-sandbox"
@@ -204,7 +204,9 @@ image() {
     log "engine not running: run '$0 start' first"
     exit 1
   }
-  if docker_cli image inspect "$IMAGE" >/dev/null 2>&1; then
+  local recipe
+  recipe="$(docker_cli image inspect --format '{{index .Config.Labels "amr-dagster.recipe"}}' "$IMAGE" 2>/dev/null || true)"
+  if [[ "$recipe" == "$RECIPE_VERSION" ]]; then
     log "image $IMAGE present"
     return 0
   fi

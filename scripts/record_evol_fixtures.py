@@ -130,7 +130,7 @@ def executed_frame(cases: list[dict[str, Any]]) -> pl.DataFrame:
                 "response": f"```python\n{c['code']}\n```",
                 "code": c["code"],
                 "tests": None,
-                "verdict": None,
+                "sandbox_status": None,
                 "tests_passed": 0,
                 "tests_run": 0,
             }
@@ -139,7 +139,7 @@ def executed_frame(cases: list[dict[str, Any]]) -> pl.DataFrame:
         rows,
         schema={
             "id": pl.String, "parent_id": pl.String, "instruction": pl.String, "response": pl.String,
-            "code": pl.String, "tests": pl.String, "verdict": pl.String, "tests_passed": pl.Int64,
+            "code": pl.String, "tests": pl.String, "sandbox_status": pl.String, "tests_passed": pl.Int64,
             "tests_run": pl.Int64,
         },
     )

@@ -50,14 +50,8 @@ def sandbox(request):
 
 
 def sandbox_uids(sandbox: Sandbox) -> set[int]:
-    """Host uids the backend's sandboxed processes run as."""
-    if hasattr(sandbox, "worker_uids"):
-        return set(sandbox.worker_uids())
-    if sandbox.name == "docker":
-        from amr_dagster.sandbox.docker_backend import SANDBOX_USER
-
-        return {int(SANDBOX_USER.split(":")[0])}
-    raise ValueError(f"no uid known for backend {sandbox.name}")
+    """Host uids the backend's sandboxed processes have run as (each backend's ``worker_uids``)."""
+    return set(sandbox.worker_uids())  # type: ignore[attr-defined]
 
 
 def _status_fields(pid: str) -> dict[str, str]:

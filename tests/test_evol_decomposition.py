@@ -34,7 +34,7 @@ from amr_dagster.outcomes import summarize
 RECORDED = Path(__file__).parent / "fixtures" / "recorded"
 EXECUTED_SCHEMA = {
     "id": pl.String, "parent_id": pl.String, "instruction": pl.String, "response": pl.String,
-    "code": pl.String, "tests": pl.String, "verdict": pl.String, "tests_passed": pl.Int64, "tests_run": pl.Int64,
+    "code": pl.String, "tests": pl.String, "sandbox_status": pl.String, "tests_passed": pl.Int64, "tests_run": pl.Int64,
 }
 
 
@@ -89,7 +89,7 @@ def executed(rows: list[dict]) -> pl.DataFrame:
 def sample(sid: str, iid: str, verdict: str | None, passed: int = 0, run: int = 3, code: str | None = "def f(): pass") -> dict:
     return {
         "id": sid, "parent_id": iid, "instruction": f"task {iid}", "response": "r", "code": code, "tests": "t",
-        "verdict": verdict, "tests_passed": passed, "tests_run": run,
+        "sandbox_status": verdict, "tests_passed": passed, "tests_run": run,
     }
 
 
@@ -148,8 +148,11 @@ def test_one_shot_example_parses_into_typed_modules():
     modules, failure = parse_modules(evol_prompts()["decomposition"]["example"]["modules"])
     assert failure is None and len(modules) >= 2
     assert all(m.typed and m.description for m in modules)
-    # The example itself counts as a copy when a model repeats it.
+    # The example itself counts as a copy when a model repeats it ...
     assert all(m.reason and m.reason.startswith("copied_example") for m in modules)
+    # ... unless the solution being decomposed really uses that name.
+    own = parse_modules(evol_prompts()["decomposition"]["example"]["modules"], solution_code="x = stock_value(items)")[0]
+    assert [m.name for m in own if m.reason is None] == ["stock_value"]
 
 
 # -- parsing logic (synthetic texts: each branch once) -----------------------------------------
@@ -205,6 +208,13 @@ def test_each_broken_stub_gets_its_own_reason():
     assert modules[5].typed is False and modules[6].description == "Cut off mid docstr"
     strict = parse_modules(text, EvolConfig(require_typed_signature=True))[0]
     assert strict[5].reason == "untyped_signature: x, return"
+
+
+def test_nested_defs_stay_inside_a_broken_outer_stub():
+    text = 'def outer(x: int) -> int:\n    """Outer."""\n    def inner(y):\n        return y\n    return inner(x\n\ndef after(z: str) -> str:\n    """After."""\n'
+    modules, failure = parse_modules(text)
+    assert failure is None
+    assert [(m.name, m.reason, m.description) for m in modules] == [("outer", None, "Outer."), ("after", None, "After.")]
 
 
 def test_outputs_without_stubs_and_fenced_chat_answers():

@@ -15,11 +15,11 @@ BROKEN = "def f(x)\n    return x\n"
 
 DIRECT_SCHEMA = {
     "id": pl.String, "parent_id": pl.String, "instruction": pl.String, "response": pl.String,
-    "code": pl.String, "tests": pl.String, "verdict": pl.String, "tests_passed": pl.Int64, "tests_run": pl.Int64,
+    "code": pl.String, "tests": pl.String, "sandbox_status": pl.String, "tests_passed": pl.Int64, "tests_run": pl.Int64,
 }
 EVOLVED_SCHEMA = {
     "id": pl.String, "parent_id": pl.String, "instruction_id": pl.String, "response": pl.String,
-    "code": pl.String, "tests": pl.String, "verdict": pl.String, "status": pl.String,
+    "code": pl.String, "tests": pl.String, "sandbox_status": pl.String, "status": pl.String,
     "retrieved_similarities": pl.List(pl.Float64),
 }
 
@@ -30,7 +30,7 @@ def direct_frame(rows: list[tuple[str, str, str | None, str]]) -> pl.DataFrame:
         [
             {
                 "id": sid, "parent_id": iid, "instruction": f"task {iid}", "response": f"answer {sid}",
-                "code": code, "tests": "assert f(1) == 2", "verdict": verdict,
+                "code": code, "tests": "assert f(1) == 2", "sandbox_status": verdict,
                 "tests_passed": 1 if verdict == "passed" else 0, "tests_run": 1,
             }
             for sid, iid, verdict, code in rows
@@ -45,7 +45,7 @@ def evolved_frame(rows: list[tuple[str, str, str, str | None, str, list[float]]]
         [
             {
                 "id": eid, "parent_id": did, "instruction_id": iid, "response": f"evolved {eid}", "code": code,
-                "tests": "assert f(1) == 2", "verdict": verdict,
+                "tests": "assert f(1) == 2", "sandbox_status": verdict,
                 "status": "accepted" if verdict is not None else "rejected", "retrieved_similarities": sims,
             }
             for eid, did, iid, verdict, code, sims in rows
@@ -140,8 +140,10 @@ def test_sanitizing_rejects_long_instructions_and_unparsable_code():
 
 def test_report_counts_transitions_and_similarity(scenario):
     direct, evolved = scenario
-    verified, _ = select_verified(direct, evolved, global_seed=1)
-    report = evol_report(direct, evolved, verified)
+    # As the pipeline hands them over: all evolved rows, and the parsed ones after the sandbox.
+    evolved_executed = evolved.filter(pl.col("status") == "accepted")
+    verified, _ = select_verified(direct, evolved_executed, global_seed=1)
+    report = evol_report(direct, evolved.drop("sandbox_status"), evolved_executed, verified)
     assert report["instructions"] == 5
     assert report["direct_samples_executed"] == 7 and report["direct_samples_infra_error"] == 1
     assert report["direct_sample_pass_rate"] == round(4 / 7, 4)
@@ -149,6 +151,7 @@ def test_report_counts_transitions_and_similarity(scenario):
     # evolved: ea passed (a1 failed), eb failed (b1 passed), ec unparsed (c1 failed),
     # ed passed (d1 passed), ee infra_error (left out)
     assert report["evolved_responses"] == 5 and report["evolved_infra_error"] == 1
+    assert report["evolved_parsed"] == 4
     assert report["evolved_pass_rate"] == 0.5
     assert (report["fail_to_pass"], report["pass_to_fail"], report["pass_to_pass"], report["fail_to_fail"]) == (1, 1, 1, 1)
     assert report["retrieval_responses_with_modules"] == 3
@@ -165,10 +168,71 @@ def test_report_without_evolution_and_combined(scenario):
     direct, evolved = scenario
     plain = evol_report(direct)
     assert plain["evolved_responses"] == 0 and plain["retrieval_top1_similarity_mean"] is None
-    first = evol_report(direct, evolved)
+    first = evol_report(direct, evolved_executed=evolved)
     combined = combine_reports([first, plain])
     assert combined["instructions"] == 10
     assert combined["direct_pass_rate"] == first["direct_pass_rate"]
     assert combined["evolved_pass_rate"] == first["evolved_pass_rate"]
     assert combined["retrieval_top1_similarity_mean"] == first["retrieval_top1_similarity_mean"]
     assert combined["fail_to_pass"] == 1
+
+
+def test_real_sandbox_verdicts_flow_into_selection_and_report():
+    """The one-shot evolution example for real: its first solution fails its tests in the
+    sandbox, its evolved answer passes, so the pair is kept from evolution and the report counts
+    one failing -> passing; a second instruction whose evolution broke the code keeps its direct
+    answer and counts one passing -> failing."""
+    from amr_dagster.evol.decomposition import evol_prompts
+    from amr_dagster.execution import execute_responses
+    from amr_dagster.generation.parsing import parse_response
+    from amr_dagster.outcomes import with_status
+    from amr_dagster.sandbox.auto import open_sandbox
+    from amr_dagster.sandbox.base import Limits, SandboxUnavailable
+
+    example = evol_prompts()["evolution"]["example"]
+    improved = parse_response(example["response"] + "\n### Tests\n" + example["tests"], "stop")
+    assert improved.reason is None
+    tests = improved.tests
+    good_f = "def f(x):\n    return x + 1"
+    f_tests = "def test_f():\n    assert f(1) == 2"
+    direct = with_status(
+        pl.DataFrame(
+            [
+                {"id": "d1", "parent_id": "TOP", "instruction": example["instruction"], "response": "r",
+                 "code": example["code"], "tests": tests},
+                {"id": "d2", "parent_id": "INC", "instruction": "Add one.", "response": "r", "code": good_f, "tests": f_tests},
+            ]
+        ),
+        [None, None],
+    )
+    evolved = with_status(
+        pl.DataFrame(
+            [
+                {"id": "e1", "parent_id": "d1", "instruction_id": "TOP", "response": improved.response,
+                 "code": improved.code, "tests": tests, "retrieved_similarities": [0.8]},
+                {"id": "e2", "parent_id": "d2", "instruction_id": "INC", "response": "r",
+                 "code": "def f(x):\n    return x - 1", "tests": f_tests, "retrieved_similarities": [0.3]},
+            ]
+        ),
+        [None, None],
+    )
+    try:
+        sandbox = open_sandbox("local", workers=1)
+    except SandboxUnavailable as exc:  # pragma: no cover - depends on the machine
+        pytest.skip(f"no isolating sandbox here: {exc}")
+    try:
+        direct_executed, _ = execute_responses(direct, sandbox, Limits(wall_s=20, cpu_s=20))
+        evolved_executed, _ = execute_responses(evolved, sandbox, Limits(wall_s=20, cpu_s=20))
+    finally:
+        sandbox.close()
+    assert dict(zip(direct_executed["id"], direct_executed["sandbox_status"])) == {"d1": "failed", "d2": "passed"}
+    assert dict(zip(evolved_executed["id"], evolved_executed["sandbox_status"])) == {"e1": "passed", "e2": "failed"}
+
+    verified, stats = select_verified(direct_executed, evolved_executed, global_seed=3)
+    rows = by_instruction(verified)
+    assert (rows["TOP"]["origin"], rows["TOP"]["parent_id"]) == ("evolved", "e1")
+    assert (rows["INC"]["origin"], rows["INC"]["parent_id"]) == ("direct", "d2")
+    report = evol_report(direct_executed, evolved, evolved_executed, verified)
+    assert (report["fail_to_pass"], report["pass_to_fail"]) == (1, 1)
+    assert report["direct_pass_rate"] == 0.5 and report["evolved_pass_rate"] == 0.5
+    assert report["verified_pairs"] == 2 and report["verified_evolved"] == 1

@@ -170,6 +170,9 @@ def test_snapshots_hide_later_batches_and_survive_reopening(tmp_path: Path) -> N
     assert set(old["name"]) == {"moving_average", "parse_iso"}
     assert set(old["added_in_snapshot"]) == {first.snapshot.snapshot_id}
     assert library.snapshot_for_batch("b1") == first.snapshot
+    summary = library.summary()
+    assert summary["entries"] == 5 and summary["by_source"] == {"harvested": 3, "seed": 2}
+    assert summary["latest_snapshot"] == second.snapshot.snapshot_id and summary["index"] == "exact"
 
     reopened = ModuleLibrary(tmp_path / "lib", HashingEmbedder())
     assert reopened.snapshots() == library.snapshots()

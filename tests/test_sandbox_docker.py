@@ -348,6 +348,7 @@ def test_sigkill_of_the_launcher_leaves_no_container_and_no_process(dockerd, doc
         [sys.executable, "-c", LAUNCHER.format(root=str(ROOT), host=dockerd)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
+    assert launcher.stdout is not None and launcher.stderr is not None
     try:
         line = launcher.stdout.readline()
         assert line.startswith("CONTAINERS"), line + launcher.stderr.read()

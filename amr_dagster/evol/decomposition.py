@@ -39,15 +39,16 @@ from amr_dagster.ids import row_id, seed_for
 from amr_dagster.llm.base import Completion, LLMEngine, LLMRequest, SamplingParams
 from amr_dagster.outcomes import REASON, STATUS, summarize, with_status
 
-# Columns read from the executed-responses frame (one row per sample). ``VERDICT`` is the sandbox
-# status ("passed", "failed", "timeout", ...); ``status`` there is the parse stage's accept/reject.
+# Columns read from the executed-responses frame (one row per sample, ``amr_dagster.execution``).
+# ``VERDICT`` is the sandbox status ("passed", "failed", "timeout", ...); ``status`` there only
+# says whether the sample passed, so a failing sample is still a candidate direct response.
 ID = "id"
 PARENT = "parent_id"
 INSTRUCTION = "instruction"
 RESPONSE = "response"
 CODE = "code"
 TESTS = "tests"
-VERDICT = "verdict"
+VERDICT = "sandbox_status"
 TESTS_PASSED = "tests_passed"
 TESTS_RUN = "tests_run"
 
@@ -106,7 +107,7 @@ DIRECT_COLUMNS = {
     "response": pl.String,
     "code": pl.String,
     "tests": pl.String,
-    "verdict": pl.String,
+    "sandbox_status": pl.String,
     "tests_passed": pl.Int64,
     "tests_run": pl.Int64,
     "direct_passed": pl.Boolean,
@@ -137,7 +138,7 @@ def _quality(row: dict[str, Any]) -> tuple[int, float, int]:
 def choose_direct(executed: pl.DataFrame, global_seed: int) -> pl.DataFrame:
     """One row per instruction: the direct response AMR-Evol starts from (see module docstring).
 
-    ``executed`` needs the columns ``id, parent_id, instruction, response, code, tests, verdict,
+    ``executed`` needs the columns ``id, parent_id, instruction, response, code, tests, sandbox_status,
     tests_passed, tests_run`` (``parent_id`` is the instruction id). Rows are accepted, or
     rejected with ``no_direct_response`` when no sample of the instruction has code.
     """
@@ -172,7 +173,7 @@ def choose_direct(executed: pl.DataFrame, global_seed: int) -> pl.DataFrame:
                 "response": chosen.get(RESPONSE) if chosen else None,
                 "code": chosen.get(CODE) if chosen else None,
                 "tests": chosen.get(TESTS) if chosen else None,
-                "verdict": chosen.get(VERDICT) if chosen else None,
+                "sandbox_status": chosen.get(VERDICT) if chosen else None,
                 "tests_passed": int(chosen.get(TESTS_PASSED) or 0) if chosen else 0,
                 "tests_run": int(chosen.get(TESTS_RUN) or 0) if chosen else 0,
                 "direct_passed": bool(chosen and chosen.get(VERDICT) == PASSED),
@@ -244,6 +245,7 @@ class ParsedModule:
 _FENCE_OPEN = re.compile(r"^[ \t]*```[ \t]*(?:python|py)?[ \t]*$", re.MULTILINE | re.IGNORECASE)
 _DEF_LINE = re.compile(r"^[ \t]*(?:async[ \t]+)?def[ \t]", re.MULTILINE)
 _SECTION = re.compile(r"^(args|arguments|parameters|params|returns?|yields?|raises|examples?|notes?)\s*:\s*(.*)$", re.I)
+_DOCSTRING = re.compile(r"^\s*(\"\"\"|''')(.*?)(?:\1|$)", re.S)  # first triple-quoted text
 _ARG_LINE = re.compile(r"^\*{0,2}(\w+)\s*(?:\(([^)]*)\))?\s*:\s*(.*)$")
 
 
@@ -351,8 +353,10 @@ def _module_from_def(fn: ast.FunctionDef | ast.AsyncFunctionDef, source: str, re
 
 
 def _chunks(block: str) -> list[str]:
-    """Split a stub block at each ``def`` line (each chunk dedented)."""
-    starts = [m.start() for m in _DEF_LINE.finditer(block)]
+    """Split a stub block at each outermost ``def`` line (nested defs stay in their chunk), dedented."""
+    found = [(m.start(), len(m.group(0)) - len(m.group(0).lstrip())) for m in _DEF_LINE.finditer(block)]
+    outermost = min((indent for _, indent in found), default=0)
+    starts = [start for start, indent in found if indent == outermost]
     return [textwrap.dedent(block[s:e]).strip("\n") for s, e in zip(starts, [*starts[1:], len(block)])]
 
 
@@ -377,23 +381,29 @@ def _parse_chunk(chunk: str, require_typed: bool) -> ParsedModule:
         return ParsedModule(name, None, None, reason=f"invalid_signature: {def_line[:80]}", source=chunk)
     fn = tree.body[0]
     assert isinstance(fn, ast.FunctionDef)
-    module = _module_from_def(fn, chunk, require_typed)
-    module.reason = module.reason or "unparsed_docstring"
-    return module
+    # A broken body does not matter for a module: keep the docstring if one can be read.
+    body = chunk.split("\n", 1)[1] if "\n" in chunk else ""
+    doc = _DOCSTRING.search(body)
+    if doc:
+        fn.body = [ast.Expr(ast.Constant(textwrap.dedent(doc.group(2))))]
+    return _module_from_def(fn, chunk, require_typed)
 
 
 @lru_cache(maxsize=1)
-def _example_signatures() -> frozenset[str]:
-    """Signatures of the one-shot example's modules: a small model sometimes just repeats them."""
+def _example_names() -> frozenset[str]:
+    """Names of the one-shot example's modules: a small model sometimes just repeats them."""
     example = evol_prompts()["decomposition"]["example"]["modules"]
-    return frozenset(_signature_text(n) for n in ast.parse(example).body if isinstance(n, ast.FunctionDef))
+    return frozenset(n.name for n in ast.parse(example).body if isinstance(n, ast.FunctionDef))
 
 
-def parse_modules(text: str, config: EvolConfig | None = None) -> tuple[list[ParsedModule], str | None]:
+def parse_modules(
+    text: str, config: EvolConfig | None = None, solution_code: str = ""
+) -> tuple[list[ParsedModule], str | None]:
     """Teacher output -> (modules in order, output-level reject reason or None).
 
-    Only top-level ``def`` stubs count (a body, if the model wrote one, is ignored). A stub with the
-    signature of a one-shot example module is ``copied_example``; names already seen are
+    Only top-level ``def`` stubs count (a body, if the model wrote one, is ignored). A stub named
+    like a one-shot example module, a name the decomposed ``solution_code`` never uses, is
+    ``copied_example``; names already seen are
     ``duplicate_module_name``; stubs beyond ``max_modules`` are ``too_many_modules``. An output without a single ``def`` is ``unparsed_output``.
     """
     config = config or EvolConfig()
@@ -410,13 +420,13 @@ def parse_modules(text: str, config: EvolConfig | None = None) -> tuple[list[Par
     if not modules:
         detail = "empty output" if not text.strip() else "no def stub found"
         return [], f"unparsed_output: {detail}"
-    copied = _example_signatures()
+    copied = {name for name in _example_names() if name not in solution_code}
     seen: set[str] = set()
     usable = 0
     for m in modules:
         if m.reason is not None:
             continue
-        if m.signature in copied:
+        if m.name in copied:
             m.reason = f"copied_example: {m.name}"
         elif m.name in seen:
             m.reason = f"duplicate_module_name: {m.name}"
@@ -453,8 +463,11 @@ MODULE_COLUMNS = {
 
 
 def module_query_text(name: str, signature: str, description: str) -> str:
-    """What a decomposed module is embedded as when the library is searched."""
-    return f"{description}\n{signature}" if description else signature
+    """What a decomposed module is embedded as when the library is searched: the library's own
+    ``query_text``, so queries and entries are written the same way."""
+    from amr_dagster.evol.module_library import query_text
+
+    return query_text(name, signature, description)
 
 
 def _output_row(direct: dict[str, Any], model_id: str | None, **values: Any) -> dict[str, Any]:
@@ -501,7 +514,7 @@ def decomposed_modules(
             rows.append(_output_row(d, model_id, module_id=row_id(d["direct_id"], "llm_error"), raw_output=completion.text))
             reasons.append(f"llm_error: {completion.error or completion.finish_reason}")
             continue
-        modules, failure = parse_modules(completion.text, config)
+        modules, failure = parse_modules(completion.text, config, solution_code=d["code"] or "")
         if failure:
             rows.append(_output_row(d, model_id, module_id=row_id(d["direct_id"], completion.text), raw_output=completion.text))
             reasons.append(failure)

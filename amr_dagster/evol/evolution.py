@@ -26,12 +26,13 @@ example and in the target alike; nothing else in the prompt changes (``evolution
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any, Sequence
 
 import polars as pl
 
 from amr_dagster.evol.decomposition import EvolConfig, choose_direct, evol_prompts, prompt_version
-from amr_dagster.generation.parsing import normalize_code, parse_response
+from amr_dagster.generation.parsing import CopyDetector, normalize_code, parse_response
 from amr_dagster.ids import row_id, seed_for
 from amr_dagster.llm.base import Completion, LLMEngine, LLMRequest, SamplingParams
 from amr_dagster.outcomes import ACCEPTED, REASON, STATUS, summarize, with_status
@@ -122,11 +123,12 @@ def example_sections(config: EvolConfig) -> tuple[list[Section], str]:
     return sections, answer
 
 
-def example_code() -> dict[str, str]:
-    """The example answer's code, normalized, for the parser's ``copied_fewshot`` check."""
+@lru_cache(maxsize=1)
+def example_copies() -> CopyDetector:
+    """Spots an answer that (nearly) repeats the example's code: the parser's ``copied_fewshot``."""
     response = evol_prompts()["evolution"]["example"]["response"]
     code = response.split("```python", 1)[1].split("```", 1)[0]
-    return {normalize_code(code.strip("\n")): "amr-evol-example"}
+    return CopyDetector({"amr-evol-example": code.strip("\n")})
 
 
 def _join(sections: Sequence[Section]) -> str:
@@ -307,7 +309,7 @@ def evolve_responses(
             rows.append(row)
             reasons.append(f"llm_error: {completion.error or completion.finish_reason}")
             continue
-        parsed = parse_response(completion.text, completion.finish_reason, known_code=example_code())
+        parsed = parse_response(completion.text, completion.finish_reason, copies=example_copies())
         row.update(
             response=parsed.response if parsed.code else None,
             code=parsed.code or None,

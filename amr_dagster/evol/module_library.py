@@ -466,6 +466,20 @@ class ModuleLibrary:
     def __len__(self) -> int:
         return self.latest_snapshot().entries
 
+    def summary(self) -> dict[str, Any]:
+        """What asset metadata shows about the library: size, sources, snapshot, model, index."""
+        entries = self._all_entries()
+        by_source = dict(entries.group_by("source").len().sort("source").iter_rows()) if entries.height else {}
+        latest = self.latest_snapshot()
+        return {
+            "entries": latest.entries,
+            "by_source": by_source,
+            "snapshots": latest.seq,
+            "latest_snapshot": latest.snapshot_id,
+            "model_id": self.embedder.model_id,
+            "index": "ivf" if self._index is not None and self._index.uses_ann else "exact",
+        }
+
     def entries(self, snapshot: str | None = None) -> pl.DataFrame:
         """Entry metadata (no vectors) visible in a snapshot, in position order."""
         snap = self.snapshot(snapshot)

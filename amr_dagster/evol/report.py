@@ -33,10 +33,17 @@ def _rate(num: int, den: int) -> float:
 
 def evol_report(
     direct_executed: pl.DataFrame,
+    evolved: pl.DataFrame | None = None,
     evolved_executed: pl.DataFrame | None = None,
     verified: pl.DataFrame | None = None,
 ) -> dict[str, Any]:
-    """Flat, JSON-friendly numbers (see the module docstring for each definition)."""
+    """Flat, JSON-friendly numbers (see the module docstring for each definition).
+
+    ``direct_executed``: the executed SelfCodeAlign samples. ``evolved``: every row of
+    ``evolve_responses`` (parsed or not); ``evolved_executed``: the parsed ones after the
+    sandbox (only those are executed). Either may be given alone: without ``evolved`` the
+    unparsed evolved responses are simply not counted. ``verified``: ``select_verified``'s frame.
+    """
     direct_rows = direct_executed.to_dicts()
     executed = [r for r in direct_rows if r.get(VERDICT) and r.get(VERDICT) != INFRA_ERROR]
     instructions = {r[PARENT] for r in direct_rows}
@@ -51,7 +58,13 @@ def evol_report(
         "direct_pass_rate": _rate(len(passing_instructions), len(instructions)),
     }
 
-    evolved_rows = evolved_executed.to_dicts() if evolved_executed is not None else []
+    ran = {r[ID]: r.get(VERDICT) for r in evolved_executed.to_dicts()} if evolved_executed is not None else {}
+    if evolved is not None:
+        evolved_rows = [{**r, VERDICT: ran.get(r[ID])} for r in evolved.to_dicts()]
+        parsed = sum(r.get(STATUS) == ACCEPTED for r in evolved_rows)
+    else:
+        evolved_rows = evolved_executed.to_dicts() if evolved_executed is not None else []
+        parsed = len(evolved_rows)
     judged = [r for r in evolved_rows if r.get(VERDICT) != INFRA_ERROR]
     transitions = {"fail_to_pass": 0, "pass_to_fail": 0, "pass_to_pass": 0, "fail_to_fail": 0}
     for r in judged:
@@ -64,7 +77,7 @@ def evol_report(
     report.update(
         {
             "evolved_responses": len(evolved_rows),
-            "evolved_parsed": sum(r.get(STATUS) == ACCEPTED for r in evolved_rows),
+            "evolved_parsed": parsed,
             "evolved_infra_error": len(evolved_rows) - len(judged),
             "evolved_passed": sum(r.get(VERDICT) == PASSED for r in judged),
             "evolved_pass_rate": _rate(sum(r.get(VERDICT) == PASSED for r in judged), len(judged)),

@@ -72,9 +72,9 @@ def select_verified(
     """One row per instruction of ``direct_executed`` (see the module docstring).
 
     ``direct_executed``: executed SelfCodeAlign samples (``id, parent_id`` = instruction id,
-    ``instruction, response, code, tests, verdict``). ``evolved_executed``: the evolved responses
+    ``instruction, response, code, tests, sandbox_status``). ``evolved_executed``: the evolved responses
     after the sandbox (``id, parent_id`` = direct id, ``instruction_id, response, code, tests,
-    verdict``), or None for plain SelfCodeAlign. Output: ``id`` (``row_id(source id, response)``),
+    sandbox_status``), or None for plain SelfCodeAlign. Output: ``id`` (``row_id(source id, response)``),
     ``parent_id`` (the chosen response's id), ``instruction_id``, ``instruction``, ``response``,
     ``code``, ``tests``, ``origin``, ``direct_id``, ``evolved_id``, ``evolved_verdict``,
     ``passing_direct_samples``, ``status``, ``reject_reason``.

@@ -18,7 +18,7 @@ from amr_dagster.generation.calls import Timer, generate_grouped, llm_failure, u
 from amr_dagster.generation.concepts import LLM_COLUMNS, llm_fields
 from amr_dagster.generation.config import GenerationConfig
 from amr_dagster.generation.fewshot import FewShotLibrary, default_library
-from amr_dagster.generation.parsing import normalize_code, parse_instruction
+from amr_dagster.generation.parsing import CopyDetector, parse_instruction
 from amr_dagster.generation.prompting import (
     Templates,
     choose_shots,
@@ -59,7 +59,7 @@ def instructions(
     templates = templates or default_templates()
     version = prompt_version(templates, library)
     step = templates["instructions"]
-    known = {normalize_code(e.instruction): e.id for e in library.examples}
+    copies = CopyDetector({e.id: e.instruction for e in library.examples})
     parents = accepted(frame).to_dicts()
     with Timer() as timer:
         requests, keys, drawn = [], [], []
@@ -95,7 +95,7 @@ def instructions(
                 completion.finish_reason,
                 min_chars=config.min_instruction_chars,
                 max_chars=config.max_instruction_chars,
-                known=known,
+                copies=copies,
             )
             text, reason = parsed.instruction, parsed.reason
         rows.append(

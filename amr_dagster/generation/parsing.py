@@ -10,6 +10,7 @@ Tests in ``tests/test_generation_parsing.py`` run these on outputs recorded from
 from __future__ import annotations
 
 import ast
+import difflib
 import re
 import zlib
 from dataclasses import dataclass
@@ -18,7 +19,8 @@ from typing import Mapping
 FINISH_LENGTH = "length"
 
 # A line that starts another example or repeats a header of the prompt: the answer ended before it.
-_BOUNDARY = re.compile(r"^\s*(#{1,4}\s*(example\b|instruction\b|response\b|properties\b|function\b|concepts\b))", re.I | re.M)
+# Unindented and with at least two hashes, so a "# Example usage" comment in code is not one.
+_BOUNDARY = re.compile(r"^#{2,4}[ \t]*(example|instruction|response|properties|function|concepts)\b", re.I | re.M)
 _TESTS_HEADER = re.compile(r"^\s*(#{1,4}\s*)?(unit\s+)?tests?\s*:?\s*$", re.I)
 _PROMPT_TESTS_HEADER = re.compile(r"^###\s*tests?\s*:?\s*$", re.I)
 _FENCE_OPEN = re.compile(r"^\s*```\s*([A-Za-z0-9_+-]*)\s*$")
@@ -39,8 +41,29 @@ def _is_repetitive(text: str) -> bool:
 
 
 def normalize_code(code: str) -> str:
-    """Whitespace-insensitive form used to spot verbatim copies of a few-shot answer."""
+    """Whitespace-insensitive form used to spot copies of a few-shot answer."""
     return re.sub(r"\s+", "", code)
+
+
+class CopyDetector:
+    """Spots (near-)verbatim copies of few-shot texts: a small model often repeats a shot with a
+    typo or a renamed identifier, which is not a new task or a new solution."""
+
+    def __init__(self, texts: Mapping[str, str], threshold: float = 0.8) -> None:
+        self.threshold = threshold
+        self.texts = {example_id: normalize_code(text).lower() for example_id, text in texts.items()}
+
+    def match(self, text: str) -> str | None:
+        """The id of the example ``text`` copies, if any."""
+        candidate = normalize_code(text).lower()
+        if not candidate:
+            return None
+        for example_id, known in self.texts.items():
+            matcher = difflib.SequenceMatcher(None, candidate, known, autojunk=False)
+            if matcher.real_quick_ratio() >= self.threshold and matcher.quick_ratio() >= self.threshold:
+                if matcher.ratio() >= self.threshold:
+                    return example_id
+        return None
 
 
 # -- S->C -------------------------------------------------------------------------------------
@@ -106,12 +129,11 @@ def parse_instruction(
     *,
     min_chars: int = 40,
     max_chars: int = 1500,
-    known: Mapping[str, str] | None = None,
+    copies: CopyDetector | None = None,
 ) -> ParsedInstruction:
     """The task text up to the next header, blank-line paragraph break or code fence.
 
-    ``known`` maps whitespace-normalized few-shot instructions to their example id: a verbatim
-    copy of a shot is rejected, it is not a new task.
+    ``copies`` knows the few-shot instructions: a (near-)copy of a shot is not a new task.
     """
     body = _cut_at_boundary(text)
     body = body.split("\n\n", 1)[0].split("```", 1)[0]
@@ -126,7 +148,7 @@ def parse_instruction(
         return ParsedInstruction(body, f"too_long: {len(body)} chars")
     if _is_repetitive(body):
         return ParsedInstruction(body, "repetitive")
-    copied = (known or {}).get(normalize_code(body))
+    copied = copies.match(body) if copies else None
     if copied:
         return ParsedInstruction(body, f"copied_fewshot: {copied}")
     return ParsedInstruction(body, None)
@@ -204,9 +226,7 @@ def _syntax(source: str, what: str) -> tuple[ast.AST | None, str | None]:
         return None, f"syntax_error: {what} {err}"
 
 
-def parse_response(
-    text: str, finish_reason: str, *, known_code: Mapping[str, str] | None = None
-) -> ParsedResponse:
+def parse_response(text: str, finish_reason: str, *, copies: CopyDetector | None = None) -> ParsedResponse:
     """Explanation, the first python block before the tests header, and the tests after it.
 
     An open code block is closed by the tests header when one follows (the model forgot the
@@ -261,7 +281,7 @@ def parse_response(
         return reject(problem, explanation, code, tests)
     if not _has_assert(tests_tree):  # type: ignore[arg-type]
         return reject("no_tests: no assert statements", explanation, code, tests)
-    copied = (known_code or {}).get(normalize_code(code))
+    copied = copies.match(code) if copies else None
     if copied:
         return reject(f"copied_fewshot: {copied}", explanation, code, tests)
     return ParsedResponse(explanation, code, tests, None)

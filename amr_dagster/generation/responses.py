@@ -18,7 +18,7 @@ from amr_dagster.generation.calls import Timer, generate_grouped, llm_failure, u
 from amr_dagster.generation.concepts import LLM_COLUMNS, llm_fields
 from amr_dagster.generation.config import GenerationConfig
 from amr_dagster.generation.fewshot import FewShotLibrary, default_library
-from amr_dagster.generation.parsing import normalize_code, parse_response
+from amr_dagster.generation.parsing import CopyDetector, parse_response
 from amr_dagster.generation.prompting import (
     Templates,
     choose_shots,
@@ -63,7 +63,7 @@ def responses(
     templates = templates or default_templates()
     version = prompt_version(templates, library)
     step = templates["responses"]
-    known_code = {normalize_code(e.code): e.id for e in library.examples}
+    copies = CopyDetector({e.id: e.code for e in library.examples})
     parents = accepted(frame).to_dicts()
     with Timer() as timer:
         requests, keys, shot_lists = [], [], []
@@ -92,7 +92,7 @@ def responses(
             reason = llm_failure(completion)
             explanation = code = tests = response = ""
             if reason is None:
-                parsed = parse_response(completion.text, completion.finish_reason, known_code=known_code)
+                parsed = parse_response(completion.text, completion.finish_reason, copies=copies)
                 explanation, code, tests, reason = parsed.explanation, parsed.code, parsed.tests, parsed.reason
                 response = parsed.response if code else ""
             rows.append(

@@ -21,7 +21,7 @@ def docker_engine_answers(timeout: float = 2.0) -> bool:
     try:
         import docker
 
-        client = docker.from_env(timeout=timeout)
+        client = docker.from_env(timeout=max(1, round(timeout)))
         try:
             return bool(client.ping())
         finally:

@@ -43,7 +43,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Sequence
+from typing import Any, Sequence
 
 from amr_dagster.sandbox import harness
 from amr_dagster.sandbox.base import SandboxJob, SandboxResult, SandboxUnavailable, Status
@@ -70,12 +70,22 @@ def owner_tag() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+SYSTEM_DOCKER_HOST = "unix:///var/run/docker.sock"
+
+
 def docker_host(base_url: str | None = None) -> str:
-    return base_url or os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
+    """The engine to use: ``base_url``, else ``$DOCKER_HOST``, else scripts/dockerd.sh's socket,
+    else a system engine's socket if one exists."""
+    if base_url or os.environ.get("DOCKER_HOST"):
+        return base_url or os.environ["DOCKER_HOST"]
+    for candidate in (DEFAULT_DOCKER_HOST, SYSTEM_DOCKER_HOST):
+        if os.path.exists(candidate.removeprefix("unix://")):
+            return candidate
+    return DEFAULT_DOCKER_HOST
 
 
 def docker_client(base_url: str | None = None, timeout: float = 60.0):
-    """A docker SDK client for ``base_url``, else ``$DOCKER_HOST``, else the script's socket."""
+    """A docker SDK client for ``docker_host(base_url)``."""
     import docker
 
     return docker.DockerClient(base_url=docker_host(base_url), version="auto", timeout=timeout)
@@ -130,9 +140,9 @@ class _AttachedStream:
     report frames; stderr (the runner's own tracebacks, if any) is kept as a short tail.
     """
 
-    def __init__(self, sock):
+    def __init__(self, sock: Any):
         self._sdk_socket = sock  # keeps the SDK's HTTP response (and so the connection) alive
-        self.raw = getattr(sock, "_sock", sock)
+        self.raw: socket.socket = getattr(sock, "_sock", sock)
         self.stdout = bytearray()
         self.stderr_tail = bytearray()
         self._pending = bytearray()
@@ -222,7 +232,11 @@ class _Worker:
             mem_limit=memory,
             memswap_limit=memory,
             nano_cpus=int(sb.cpus * 1e9),
-            ulimits=[Ulimit(name="nofile", soft=1024, hard=1024), Ulimit(name="core", soft=0, hard=0)],
+            ulimits=[  # the runner sets tighter ones on each job's process
+                Ulimit(name="nofile", soft=1024, hard=1024),
+                Ulimit(name="core", soft=0, hard=0),
+                Ulimit(name="fsize", soft=sb.tmp_bytes, hard=sb.tmp_bytes),
+            ],
             auto_remove=True,
             ipc_mode="private",
             log_config=LogConfig(type="none"),
@@ -244,21 +258,22 @@ class _Worker:
             labels={LABEL: "1", OWNER_LABEL: sb.owner},
             host_config=host_config,
         )
-        self.container_id = created["Id"]
+        container_id: str = created["Id"]
+        self.container_id = container_id
         try:
-            sock = api.attach_socket(self.container_id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
+            sock = api.attach_socket(container_id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
             self.stream = _AttachedStream(sock)
-            api.start(self.container_id)
-            self._oom_file = self._find_oom_file()
+            api.start(container_id)
+            self._oom_file = self._find_oom_file(container_id)
         except BaseException:
             self.kill()
             raise
         self.jobs_done = 0
 
-    def _find_oom_file(self) -> str | None:
+    def _find_oom_file(self, container_id: str) -> str | None:
         """The host path of the container's OOM-kill counter (cgroup v1 or v2), if visible here."""
         try:
-            pid = self.sandbox.client.api.inspect_container(self.container_id)["State"]["Pid"]
+            pid = self.sandbox.client.api.inspect_container(container_id)["State"]["Pid"]
             with open(f"/proc/{pid}/cgroup") as fh:
                 lines = fh.read().splitlines()
         except Exception:  # a remote engine, or the container already died
@@ -290,16 +305,15 @@ class _Worker:
         return None
 
     def run(self, job: SandboxJob) -> SandboxResult:
-        if self.stream is None:
-            self.start()
-        assert self.stream is not None
+        stream = self.stream
+        assert stream is not None, "start() the worker first"
         started = time.monotonic()
         oom_before = self.oom_kills()
         self.jobs_done += 1
         deadline = started + job.limits.wall_s + self.sandbox.timeout_grace_s
         try:
-            self.stream.send(harness.encode_request(job))
-            frame = harness.read_frame(lambda n: self.stream.read_exact(n, deadline))
+            stream.send(harness.encode_request(job))
+            frame = harness.read_frame(lambda n: stream.read_exact(n, deadline))
         except TimeoutError:
             self.kill()  # the runner could not end the job itself: the container goes
             return SandboxResult(
@@ -308,7 +322,7 @@ class _Worker:
             )
         except (OSError, EOFError, ValueError) as exc:
             oom = self._died_of_oom(oom_before)
-            tail = self.stream.stderr_tail.decode("utf-8", "replace").strip() if self.stream else ""
+            tail = stream.stderr_tail.decode("utf-8", "replace").strip()
             self.kill()
             if oom:
                 return SandboxResult(
@@ -333,7 +347,7 @@ class _Worker:
     def _state_note(self) -> str:
         """The dead container's state, if the engine still has it (for the infra_error detail)."""
         try:
-            state = self.sandbox.client.api.inspect_container(self.container_id)["State"]
+            state = self.sandbox.client.api.inspect_container(self.container_id or "")["State"]
         except Exception:
             return " (container already removed)"
         return f" (container {state.get('Status')}, exit code {state.get('ExitCode')}, jobs served {self.jobs_done - 1})"
@@ -343,7 +357,7 @@ class _Worker:
         if oom_before is not None and after is not None and after > oom_before:
             return True
         try:
-            state = self.sandbox.client.api.inspect_container(self.container_id)["State"]
+            state = self.sandbox.client.api.inspect_container(self.container_id or "")["State"]
             return bool(state.get("OOMKilled"))
         except Exception:  # already removed (AutoRemove): no evidence of an OOM kill
             return False

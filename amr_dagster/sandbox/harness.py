@@ -255,9 +255,10 @@ def run_with_retries(sandbox: Sandbox, jobs: Sequence[SandboxJob], attempts: int
         if not todo:
             break
         batch = [jobs[i] if attempt == 0 else renew_nonce(jobs[i]) for i in todo]
-        for i, result in zip(todo, sandbox.run(batch)):
+        answers = sandbox.run(batch)
+        for i, result in zip(todo, answers):
             results[i] = result
-        todo = [i for i in todo if results[i].status is Status.INFRA_ERROR]
+        todo = [i for i, result in zip(todo, answers) if result.status is Status.INFRA_ERROR]
     return [r for r in results if r is not None]
 
 

@@ -204,7 +204,7 @@ def run_verify(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m amr_dagster.sandbox.verify`` (the same as ``amr-dagster verify``)."""
-    parser = add_verify_arguments(argparse.ArgumentParser(prog="amr-dagster verify", description=__doc__.split("\n\n")[0]))
+    parser = add_verify_arguments(argparse.ArgumentParser(prog="amr-dagster verify", description="Verify (code, tests) rows in a sandbox."))
     return run_verify(parser.parse_args(argv))
 
 
