@@ -54,7 +54,7 @@ def execute_responses(frame: pl.DataFrame, sandbox: Sandbox, limits: Limits) -> 
         "tests_passed": [int(v.get("tests_passed") or 0) for v in verdicts],
         "duration_s": [float(v.get("duration_s") or 0.0) for v in verdicts],
         "sandbox_detail": [v.get("detail") or None for v in verdicts],
-        "sandbox_backend": [v.get("backend") or getattr(sandbox, "name", "") for v in verdicts],
+        "sandbox_backend": [v.get("sandbox") or getattr(sandbox, "name", "") for v in verdicts],
     }
     out = todo.with_columns([pl.Series(c, by_column[c], dtype=t) for c, t in VERDICT_COLUMNS.items()])
     out = with_status(out.drop("status", "reject_reason"), [_reason(v) for v in verdicts])
