@@ -56,7 +56,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from amr_dagster.settings import data_dir
     from amr_dagster.stdlib_batch import write_stdlib_batch
     from amr_dagster.storage import FrameStore
-    from assets import PARTITIONED_ASSETS
+    from assets import GLOBAL_ASSETS, PARTITIONED_ASSETS
     from assets.partitions import seed_batches
     from sensors.seed_sensor import PIPELINE_JOB
 
@@ -69,7 +69,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     instance = dg.DagsterInstance.get()
     instance.add_dynamic_partitions(seed_batches.name, [batch.key])
 
-    order = [key.to_user_string() for a in PARTITIONED_ASSETS for key in a.keys]
+    order = [key.to_user_string() for a in (*PARTITIONED_ASSETS, *GLOBAL_ASSETS) for key in a.keys]
+    global_names = {key.to_user_string() for a in GLOBAL_ASSETS for key in a.keys}
     selected = order if not args.select else [s.strip() for s in args.select.split(",") if s.strip()]
     unknown = [s for s in selected if s not in order]
     if unknown:
@@ -90,18 +91,42 @@ def cmd_run(args: argparse.Namespace) -> int:
     store = FrameStore(data_dir())
     print(f"\n{'stage':<22}{'rows':>8}{'accepted':>10}{'rejected':>10}  top rejection reasons")
     for name in selected:
+        if name in global_names:
+            continue
         if not store.exists(name, batch.key):
             print(f"{name:<22}{'(not materialized)':>28}")
             continue
         counts = summarize(store.read(name, batch.key))
         reasons = ", ".join(f"{r.split(':')[0]} {n}" for r, n in list(_families(counts["rejected_by_reason"]).items())[:4])
         print(f"{name:<22}{counts['rows']:>8}{counts['accepted']:>10}{counts['rejected']:>10}  {reasons}")
+    _print_pass_rate(store, batch.key, selected)
+    if "instruction_dataset" in selected:
+        _print_dataset(result)
     for check in result.get_asset_check_evaluations():
         if not check.passed:
             print(f"CHECK FAILED: {check.asset_key.to_user_string()} {check.check_name}: {check.metadata}")
     print(f"\nrun {result.run_id} {'succeeded' if result.success else 'FAILED'} in {wall:.1f}s; outputs under {data_dir()}")
     print(f"open the UI: DAGSTER_HOME={os.environ['DAGSTER_HOME']} .venv/bin/dagster dev -w workspace.yaml")
     return 0 if result.success else 1
+
+
+def _print_pass_rate(store, key: str, selected: list[str]) -> None:
+    import polars as pl
+
+    if "executed_responses" in selected and store.exists("executed_responses", key):
+        executed = store.read("executed_responses", key)
+        judged = executed.filter(pl.col("sandbox_status") != "infra_error")
+        passed = judged.filter(pl.col("sandbox_status") == "passed").height
+        rate = passed / judged.height if judged.height else 0.0
+        print(f"\nsandbox pass rate of direct samples: {passed}/{judged.height} = {rate:.1%}")
+
+
+def _print_dataset(result) -> None:
+    for event in result.get_asset_materialization_events():
+        mat = event.asset_materialization
+        if mat and mat.asset_key.to_user_string() == "instruction_dataset":
+            meta = {k: v.value for k, v in mat.metadata.items()}
+            print(f"instruction dataset: {meta.get('exported_pairs')} pairs (from {meta.get('verified_pairs_in')} verified) -> {meta.get('jsonl')}")
 
 
 def _families(by_reason: dict[str, int]) -> dict[str, int]:

@@ -17,8 +17,9 @@ from sensors.seed_sensor import PIPELINE_JOB, seed_file_sensor
 
 amr_pipeline = dg.define_asset_job(
     PIPELINE_JOB,
-    selection=dg.AssetSelection.assets(*PARTITIONED_ASSETS),
-    description="Every stage for one seed batch: mining, filters, dedup, generation, evolution, verification.",
+    selection=dg.AssetSelection.assets(*PARTITIONED_ASSETS, *GLOBAL_ASSETS),
+    description="Every stage for one seed batch (mining, filters, dedup, generation, evolution, verification), "
+    "then the global module library and dataset export.",
 )
 
 defs = dg.Definitions(

@@ -55,9 +55,13 @@ class ExportConfig:
     benchmark_files: tuple[str, ...] = ()
 
 
-def attach_lineage(pairs: pl.DataFrame, instructions: pl.DataFrame, seeds: pl.DataFrame) -> pl.DataFrame:
-    """Add the seed's id, name, file and line span to each pair (instruction -> seed)."""
-    inst = instructions.select(pl.col("id").alias("instruction_id"), pl.col("seed_id"))
+def attach_lineage(pairs: pl.DataFrame, samples: pl.DataFrame, seeds: pl.DataFrame) -> pl.DataFrame:
+    """Add the seed's id, name, file and line span to each pair (instruction -> seed).
+
+    ``samples``: any frame with ``parent_id`` = instruction id and ``seed_id`` (the executed
+    responses); ``seeds``: the batch's deduplicated seeds.
+    """
+    inst = samples.select(pl.col("parent_id").alias("instruction_id"), pl.col("seed_id")).unique("instruction_id", keep="first")
     seed_cols = seeds.select(
         pl.col("id").alias("seed_id"),
         pl.col("name").alias("seed_name"),

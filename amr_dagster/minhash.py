@@ -255,8 +255,8 @@ class MinHasher:
         """A ``(len(texts), num_perm)`` uint32 array; row ``i`` is document ``i``'s signature.
 
         The batch is cut into chunks of about 1 MiB of text; ``workers`` threads (default: one
-        per CPU, at most 4) compute chunks concurrently, numpy releasing the GIL. The result does
-        not depend on ``workers``.
+        per CPU, at most 4) compute chunks concurrently (numpy and the numba kernel release the
+        GIL). The result does not depend on ``workers``.
         """
         texts = list(texts)
 

@@ -88,7 +88,7 @@ def run_baseline(texts: list[str], config: DedupConfig) -> tuple[float, float, l
     for doc, text in enumerate(texts):
         m = MinHash(num_perm=config.num_perm, seed=config.seed)
         m.update_batch([s.encode("utf-8") for s in baseline_shingles(text, config.shingle_size)])
-        found = lsh.query(m)
+        found: list[int] = [key for key in lsh.query(m) if isinstance(key, int)]  # keys: doc positions
         if found:
             kept_of.append(min(found))
             pairs.update((other, doc) for other in found)
@@ -109,7 +109,7 @@ def project_candidate_pairs(texts: list[str], config: DedupConfig) -> set[tuple[
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--n", type=int, default=20000, help="documents (real functions)")
     parser.add_argument("--sample-pairs", type=int, default=200_000, help="random non-candidate pairs evaluated")
     parser.add_argument("--corpus-cache", type=Path, default=None, help="Parquet file to reuse the mined corpus")

@@ -12,8 +12,12 @@ interpreter's standard library, found with ``ast``), each turned into an 8-shot 
 - rerun: the project path again on the same workload: everything comes from the cache.
 
 Both paths use the same loaded model, sampling parameters and stop strings; the ratio compares
-generated tokens per second of wall time. The last line is exactly
-``llm: <ratio>x naive, rerun <pct>% of first run``.
+generated tokens per second of wall time. One llama.cpp thread by default: on a machine shared
+with other busy processes, llama.cpp's threads spin at barriers and two threads on two busy
+cores run several times slower than one, which would drown both paths in scheduling noise
+(``--threads 0`` uses every core, the engine's default on a dedicated machine).
+
+The last line is exactly ``llm: <ratio>x naive, rerun <pct>% of first run``.
 """
 
 from __future__ import annotations
@@ -104,13 +108,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, default=16)
     parser.add_argument("--group", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=48)
-    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="llama.cpp threads (0 = all cores)")
     args = parser.parse_args(argv)
 
     examples = list(default_library().examples)
     seeds = seed_functions(args.rows)
     engine = LlamaCppEngine(n_ctx=8192, n_threads=args.threads or None)
-    print(f"model {engine.model_id}, {len(seeds)} rows, {SHOTS}-shot, max_tokens {args.max_tokens}")
+    print(f"model {engine.model_id}, {len(seeds)} rows, {SHOTS}-shot, max_tokens {args.max_tokens}, "
+          f"threads {args.threads or 'all'}, group {args.group}")
 
     # naive: one at a time, a fresh few-shot draw per row
     engine.llm.reset()

@@ -2,8 +2,11 @@
 
 Run: ``python -m bench.retrieval`` (``--functions N``, ``--scale-size N``, ``--queries N``).
 
-Texts are capped at ``--max-tokens`` (64 by default: on two shared cores embedding 40,000 texts
-at the model's full 256 tokens takes hours); the cap is part of the embedder's model id.
+Texts are cut to a few tokens for CPU budget: queries at ``--query-tokens`` (64; docstring
+summaries are ~20 tokens, so almost none is cut) and entries at ``--entry-tokens`` (32: name,
+signature and the first statements). On two cores shared with other jobs, 40,000 texts at the
+model's full 256 tokens take hours. Same weights on both sides; the cap is part of each
+embedder's model id.
 
 Part (a), quality. At least 20,000 real documented functions (``bench.corpus.real_functions``
 when that exists, else every documented top-level function of the standard library and
@@ -231,18 +234,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--functions", type=int, default=20_000)
     parser.add_argument("--scale-size", type=int, default=1_000_000)
     parser.add_argument("--queries", type=int, default=300)
-    parser.add_argument("--max-tokens", type=int, default=64, help="token cap per text (CPU budget)")
+    parser.add_argument("--query-tokens", type=int, default=64, help="token cap per query (CPU budget)")
+    parser.add_argument("--entry-tokens", type=int, default=32, help="token cap per entry (CPU budget)")
     args = parser.parse_args(argv)
     total = time.perf_counter()
 
-    embedder = SentenceEmbedder(max_seq_length=args.max_tokens)
-    print(f"model {embedder.model_id}", flush=True)
+    query_embedder = SentenceEmbedder(max_seq_length=args.query_tokens)
+    entry_embedder = SentenceEmbedder(max_seq_length=args.entry_tokens)
+    print(f"model {query_embedder.model_id} (queries), {entry_embedder.model_id} (entries)", flush=True)
     query_texts, entry_texts, origin = cached_pairs(args.functions)
     print(f"(a) quality: {len(query_texts)} unique functions from {origin}", flush=True)
     if len(query_texts) < args.functions:
         print(f"  warning: only {len(query_texts)} usable functions (wanted {args.functions})", file=sys.stderr)
-    queries = embed_cached(embedder, query_texts, "queries")
-    entries = embed_cached(embedder, entry_texts, "entries")
+    queries = embed_cached(query_embedder, query_texts, "queries")
+    entries = embed_cached(entry_embedder, entry_texts, "entries")
     q = quality(queries, entries)
 
     print(f"(b) scale: {args.scale_size} entries, {args.queries} single queries", flush=True)

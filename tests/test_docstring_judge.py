@@ -71,7 +71,7 @@ def test_real_judge_on_the_embedded_model_and_through_filter_seeds(tmp_path) -> 
     from amr_dagster.filters import FilterConfig, filter_seeds
     from amr_dagster.llm.registry import EngineSpec, shared_engine
 
-    engine = CachedEngine(shared_engine(EngineSpec(backend="llama_cpp", n_ctx=2048)), MemoryCache())
+    engine = CachedEngine(shared_engine(EngineSpec(backend="llama_cpp", n_ctx=2048, n_threads=1)), MemoryCache())
     judge = make_judge(engine)
     rows = [{"id": "good", "name": "rotate", "code": GOOD}, {"id": "vague", "name": "run", "code": VAGUE}]
     results = judge(rows)

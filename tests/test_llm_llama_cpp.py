@@ -18,7 +18,7 @@ pytestmark = pytest.mark.llm
 
 @pytest.fixture(scope="module")
 def llama() -> LlamaCppEngine:
-    engine = shared_engine(EngineSpec(backend="llama_cpp", n_ctx=2048))
+    engine = shared_engine(EngineSpec(backend="llama_cpp", n_ctx=2048, n_threads=1))
     assert isinstance(engine, LlamaCppEngine)
     return engine
 
@@ -121,10 +121,10 @@ def test_shared_prefixes_are_evaluated_once(llama: LlamaCppEngine) -> None:
 
 
 def test_roles_with_the_same_model_share_one_loaded_engine(tmp_path) -> None:
-    generator = shared_cached_engine(EngineSpec(backend="llama_cpp", n_ctx=2048, max_concurrency=1), tmp_path / "c.sqlite")
-    teacher = shared_cached_engine(EngineSpec(backend="llama_cpp", n_ctx=2048, max_concurrency=4), tmp_path / "c.sqlite")
+    generator = shared_cached_engine(EngineSpec(backend="llama_cpp", n_ctx=2048, n_threads=1, max_concurrency=1), tmp_path / "c.sqlite")
+    teacher = shared_cached_engine(EngineSpec(backend="llama_cpp", n_ctx=2048, n_threads=1, max_concurrency=4), tmp_path / "c.sqlite")
     assert generator is teacher
-    assert generator.engine is shared_engine(EngineSpec(backend="llama_cpp", n_ctx=2048))
+    assert generator.engine is shared_engine(EngineSpec(backend="llama_cpp", n_ctx=2048, n_threads=1))
 
 
 def test_cached_engine_over_the_real_model(llama: LlamaCppEngine) -> None:

@@ -44,7 +44,7 @@ def llama_server(tmp_path_factory):
             "--model", str(embedded_model_path()),
             "--model_alias", "gemma",
             "--host", "127.0.0.1", "--port", str(port),
-            "--n_ctx", "2048",
+            "--n_ctx", "2048", "--n_threads", "1", "--n_threads_batch", "1",
         ],
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -60,8 +60,8 @@ def test_env_var_api_key_reaches_the_engine_inside_a_run(monkeypatch: pytest.Mon
 @pytest.mark.llm
 def test_two_roles_share_one_model_and_report_usage_in_a_materialization(tmp_path) -> None:
     cache = str(tmp_path / "llm_cache.sqlite")
-    generator = LLMResource(n_ctx=2048, cache_path=cache)
-    teacher = LLMResource(n_ctx=2048, cache_path=cache, max_concurrency=2)
+    generator = LLMResource(n_ctx=2048, n_threads=1, cache_path=cache)
+    teacher = LLMResource(n_ctx=2048, n_threads=1, cache_path=cache, max_concurrency=2)
 
     @dg.asset
     def talk(generator: LLMResource, teacher: LLMResource) -> dg.MaterializeResult:

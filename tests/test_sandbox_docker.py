@@ -243,6 +243,21 @@ def test_container_recycled_after_k_jobs(dockerd):
 
 
 @pytest.mark.docker
+def test_a_job_with_other_container_limits_gets_a_fresh_container(docker_sandbox):
+    small = Limits(wall_s=10.0, memory_bytes=128 * 1024 * 1024, pids=16)
+    big = Limits(wall_s=10.0, memory_bytes=384 * 1024 * 1024, pids=48)
+    memories = []
+    for limits in (small, small, big):
+        assert docker_sandbox.run([passing_job(limits=limits)])[0].status is Status.PASSED
+        (container_id,) = docker_sandbox.container_ids()
+        host = docker_sandbox.client.api.inspect_container(container_id)["HostConfig"]
+        memories.append((host["Memory"], host["PidsLimit"]))
+    assert docker_sandbox.containers_started == 2
+    assert memories[0] == memories[1] and memories[2][0] - memories[0][0] == 256 * 1024 * 1024
+    assert memories[2][1] == 48 + 8
+
+
+@pytest.mark.docker
 def test_timeout_removes_the_container_and_the_next_job_runs(docker_sandbox):
     assert docker_sandbox.run([passing_job()])[0].status is Status.PASSED
     (first,) = docker_sandbox.container_ids()

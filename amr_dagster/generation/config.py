@@ -42,7 +42,7 @@ class GenerationConfig:
     # I->R
     n_samples: int = 4
     response_temperature: float = 0.7
-    response_max_tokens: int = 512
+    response_max_tokens: int = 384
 
     def __post_init__(self) -> None:
         if self.n_samples < 1:

@@ -17,17 +17,13 @@ log = logging.getLogger(__name__)
 
 
 def docker_engine_answers(timeout: float = 2.0) -> bool:
-    """Whether a Docker engine (``DOCKER_HOST`` or the default socket) answers a ping quickly."""
+    """Whether a Docker engine answers a ping quickly: ``DOCKER_HOST``, else the socket of the
+    engine ``scripts/dockerd.sh`` starts, else the default socket."""
     try:
-        import docker
-
-        client = docker.from_env(timeout=max(1, round(timeout)))
-        try:
-            return bool(client.ping())
-        finally:
-            client.close()
-    except Exception:  # no SDK, no socket, refused, timed out: no engine
+        from amr_dagster.sandbox.docker_backend import engine_answers
+    except ImportError:  # no docker SDK: no engine we can use
         return False
+    return engine_answers(timeout=timeout)
 
 
 def _open_docker(workers: int | None, opts: dict[str, Any]) -> Sandbox:
