@@ -19,7 +19,8 @@ Meaning (the contract tests and the benchmark check):
   so it gets the same result, never matches itself, and batches added later never change it.
 
 Scale: stored band keys are read lazily (a polars scan over the earlier batches' files joined
-with the new batch's keys); full signatures are loaded only for candidate rows.
+with the new batch's keys); full signatures are read only for candidate rows, only from the
+files that hold candidates.
 """
 
 from __future__ import annotations
@@ -270,13 +271,21 @@ class _Decisions:
         return [None if f is None else f"{f}: {k}" for f, k in zip(self.family, self.kept_id)]
 
 
+def _scan_stored(files: list[Path]) -> pl.LazyFrame:
+    """All earlier batches' stored rows, lazily, with ``arrival`` = (ledger position, row) as one int."""
+    position = {str(f): i for i, f in enumerate(files)}
+    return pl.scan_parquet(files, include_file_paths="file").with_columns(
+        (pl.col("file").replace_strict(position, return_dtype=pl.Int64) * (1 << 32) + pl.col("row")).alias("arrival")
+    )
+
+
 def _exact_copies_of_stored(stored: pl.LazyFrame, docs: np.ndarray, hashes: np.ndarray) -> dict[int, str]:
     """doc -> id of the earliest stored row with the same text."""
     matches = (
-        stored.select("stored_row", "id", "content_hash")
+        stored.select("arrival", "id", "content_hash")
         .join(pl.DataFrame({"doc": docs, "content_hash": hashes[docs]}).lazy(), on="content_hash")
         .group_by("doc")
-        .agg(pl.col("id").sort_by("stored_row").first())
+        .agg(pl.col("id").sort_by("arrival").first())
         .collect()
     )
     return dict(matches.iter_rows())
@@ -287,34 +296,38 @@ def _near_copies_of_stored(
 ) -> tuple[dict[int, tuple[str, float]], int, int]:
     """doc -> (stored id, estimated Jaccard) of its best verified stored match; pair counts.
 
-    Band keys of the stored rows are scanned lazily and joined with this batch's; full
-    signatures are read only for the stored rows that came out as candidates.
+    Only the band keys of stored rows are scanned (lazily, joined with this batch's keys); full
+    signatures are then read from the files holding candidates, for the candidate rows only.
     """
     candidates = (
-        stored.select("stored_row", "band_keys")
+        stored.select("file", "row", "arrival", "band_keys")
         .explode("band_keys")
         .drop_nulls("band_keys")
         .join(_keys_frame(keys, docs).lazy(), left_on="band_keys", right_on="key")
-        .select("doc", "stored_row")
+        .select("doc", "file", "row", "arrival")
         .unique()
         .collect()
     )
     if candidates.is_empty():
         return {}, 0, 0
-    loaded = (
-        stored.filter(pl.col("stored_row").is_in(candidates.get_column("stored_row").unique().implode()))
-        .select("stored_row", "id", "signature")
+    loaded = pl.concat(
+        pl.scan_parquet(file)
+        .filter(pl.col("row").is_in(group.get_column("row").unique().implode()))
+        .select(pl.lit(file).alias("file"), "row", "id", "signature")
         .collect()
+        for (file,), group in candidates.group_by("file", maintain_order=True)
     )
-    slot = {r: i for i, r in enumerate(loaded.get_column("stored_row").to_list())}
+    slot = {(f, r): i for i, (f, r) in enumerate(loaded.select("file", "row").iter_rows())}
     stored_ids = loaded.get_column("id").to_list()
     stored_sigs = loaded.get_column("signature").to_numpy()
+    where = [slot[(f, r)] for f, r in candidates.select("file", "row").iter_rows()]
     doc = candidates.get_column("doc").to_numpy()
-    stored_row = candidates.get_column("stored_row").to_numpy()
-    jacc = _pair_jaccard(signatures[doc], stored_sigs[[slot[int(r)] for r in stored_row]])
+    arrival = candidates.get_column("arrival").to_numpy()
+    jacc = _pair_jaccard(signatures[doc], stored_sigs[where])
     ok = jacc >= threshold
-    best = _best_per_doc(doc[ok], stored_row[ok], jacc[ok])
-    return {d: (stored_ids[slot[r]], j) for d, (r, j) in best.items()}, candidates.height, int(ok.sum())
+    best = _best_per_doc(doc[ok], arrival[ok], jacc[ok])
+    id_at = dict(zip(arrival.tolist(), (stored_ids[w] for w in where)))
+    return {d: (id_at[a], j) for d, (a, j) in best.items()}, candidates.height, int(ok.sum())
 
 
 def _verified_pairs_within(
@@ -399,7 +412,7 @@ def dedup_batch(
         near_cross: dict[int, tuple[str, float]] = {}
         stats["candidate_pairs_cross"] = stats["verified_pairs_cross"] = 0
         if earlier and undecided.size:
-            stored = pl.scan_parquet(earlier).with_row_index("stored_row")
+            stored = _scan_stored(earlier)
             exact_cross = _exact_copies_of_stored(stored, undecided, hashes)
             for doc, kept in exact_cross.items():
                 decisions.reject(doc, EXACT, kept, 1.0)

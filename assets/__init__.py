@@ -1,10 +1,14 @@
 """The Dagster asset layer: one module per stage, thin wrappers around ``amr_dagster``."""
 
+from assets.decomposed_modules import decomposed_modules
 from assets.deduped_seeds import deduped_seeds
+from assets.evolved_responses import evolved_responses
 from assets.executed_responses import executed_responses
 from assets.filtered_seeds import filtered_seeds
 from assets.instruction_dataset import instruction_dataset
 from assets.instructions import instructions
+from assets.library_candidates import library_candidates
+from assets.module_library import module_library
 from assets.responses import responses
 from assets.seed_concepts import seed_concepts
 from assets.seed_functions import seed_functions
@@ -12,6 +16,8 @@ from assets.verified_pairs import verified_pairs
 
 SEED_ASSETS = [seed_functions, filtered_seeds, deduped_seeds]
 GENERATION_ASSETS = [seed_concepts, instructions, responses, executed_responses]
-# Every asset partitioned by seed batch, in pipeline order (the job, the schedule and the CLI use it).
-PARTITIONED_ASSETS = [*SEED_ASSETS, *GENERATION_ASSETS, verified_pairs]
-GLOBAL_ASSETS = [instruction_dataset]
+EVOL_ASSETS = [library_candidates, decomposed_modules, evolved_responses]
+# Every asset partitioned by seed batch, in pipeline order (the schedule and the CLI use it).
+PARTITIONED_ASSETS = [*SEED_ASSETS, *GENERATION_ASSETS, *EVOL_ASSETS, verified_pairs]
+# Global assets: the module library (between library_candidates and evolved_responses) and the export.
+GLOBAL_ASSETS = [module_library, instruction_dataset]

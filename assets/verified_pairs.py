@@ -9,6 +9,7 @@ import time
 import dagster as dg
 import polars as pl
 
+from amr_dagster.evol.report import evol_report
 from amr_dagster.evol.selection import VERIFIED_COLUMNS, select_verified
 from amr_dagster.export import DATASET_COLUMNS, attach_lineage
 from amr_dagster.outcomes import REASON, STATUS
@@ -39,12 +40,20 @@ def verified_pairs(
     context: dg.AssetExecutionContext,
     generation: GenerationSettings,
     executed_responses: pl.DataFrame,
+    evolved_responses: pl.DataFrame,
     deduped_seeds: pl.DataFrame,
 ):
     started = time.perf_counter()
-    frame, stats = verify_and_trace(executed_responses, None, deduped_seeds, generation.global_seed)
+    frame, stats = verify_and_trace(executed_responses, evolved_responses, deduped_seeds, generation.global_seed)
+    stats["evolution"] = evol_report(executed_responses, evolved_responses, evolved_responses, frame)
     instructions_in = set(executed_responses.get_column("parent_id").to_list()) if executed_responses.height else set()
     yield from emit(
         context, frame, expected_inputs=instructions_in, input_column="instruction_id",
         schema={**VERIFIED_SCHEMA, STATUS: pl.String(), REASON: pl.String()}, started=started, stats=stats,
+        extra={
+            "origin_evolved": stats.get("origin_evolved", 0),
+            "origin_direct": stats.get("origin_direct", 0),
+            "direct_pass_rate": stats["evolution"].get("direct_pass_rate"),
+            "evolved_pass_rate": stats["evolution"].get("evolved_pass_rate"),
+        },
     )

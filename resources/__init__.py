@@ -14,6 +14,7 @@ import dagster as dg
 def default_resources() -> dict[str, object]:
     from resources.benchmarks import BenchmarkSet
     from resources.data_root import DataRoot
+    from resources.evolution import EvolSettings, ModuleLibraryResource
     from resources.generation import GenerationSettings
     from resources.llm import LLMResource
     from resources.parquet_io import ParquetFrameIOManager
@@ -32,6 +33,8 @@ def default_resources() -> dict[str, object]:
         "teacher": teacher,
         "benchmarks": BenchmarkSet.from_env(),
         "generation": GenerationSettings.from_env(),
+        "evolution": EvolSettings.from_env(),
+        "module_library_store": ModuleLibraryResource(),
     }
     try:
         from resources.sandbox import SandboxResource

@@ -49,6 +49,9 @@ from amr_dagster.evol.decomposition import (  # noqa: E402
 from amr_dagster.evol.evolution import evolve_responses  # noqa: E402
 from amr_dagster.ids import stable_id  # noqa: E402
 from amr_dagster.llm.base import Completion, LLMRequest  # noqa: E402
+from amr_dagster.llm.cache import SQLiteCache  # noqa: E402
+from amr_dagster.llm.cached import CachedEngine  # noqa: E402
+from amr_dagster.settings import cache_dir  # noqa: E402
 
 STDLIB_MODULES = [
     "base64", "bisect", "calendar", "colorsys", "difflib", "email.utils", "fnmatch", "fractions",
@@ -145,6 +148,22 @@ def executed_frame(cases: list[dict[str, Any]]) -> pl.DataFrame:
     )
 
 
+class RecordedEngine:
+    """Answers requests from an earlier recording (to record evolution without redoing stage 1)."""
+
+    def __init__(self, records: list[dict[str, Any]], model_id: str) -> None:
+        self.model_id = model_id
+        self.by_prompt = {json.dumps([r["prompt"], r["messages"]]): r for r in records}
+
+    def generate(self, requests: Sequence[LLMRequest]) -> list[list[Completion]]:
+        out = []
+        for request in requests:
+            messages = [list(m) for m in request.messages] if request.messages else None
+            r = self.by_prompt[json.dumps([request.prompt, messages])]
+            out.append([Completion(r["text"], r["finish_reason"], r["prompt_tokens"], r["completion_tokens"], 0, error=r["error"])])
+        return out
+
+
 class RecordingEngine:
     """Passes requests to the real engine and keeps every (request, completion) pair."""
 
@@ -220,6 +239,11 @@ def main() -> None:
     ap.add_argument("--top-k", type=int, default=3)
     ap.add_argument("--n-ctx", type=int, default=4096)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--reuse-decomposition",
+        action="store_true",
+        help="take stage 1 from the existing evol_decomposition.json and record only evolution",
+    )
     args = ap.parse_args()
 
     from amr_dagster.llm.llama_cpp_engine import LlamaCppEngine
@@ -230,7 +254,9 @@ def main() -> None:
     case_ids = {c["case_id"] for c in cases}
     library = [f for f in functions if f["case_id"] not in case_ids]
     executed = executed_frame(cases)
-    engine = RecordingEngine(LlamaCppEngine(n_ctx=args.n_ctx, n_threads=args.threads))
+    # Behind the project's persistent cache: a crash loses no finished call, a rerun repeats none.
+    cache = SQLiteCache(cache_dir() / "evol_fixture_llm_cache.sqlite")
+    engine = RecordingEngine(CachedEngine(LlamaCppEngine(n_ctx=args.n_ctx, n_threads=args.threads), cache))
     config = EvolConfig()
     meta = {
         "model_id": engine.model_id,
@@ -243,19 +269,24 @@ def main() -> None:
         "inputs": "stdlib functions as direct responses (see the script docstring)",
     }
 
-    started = time.perf_counter()
-    modules, stats = decomposed_modules(executed, engine, config)
-    save(
-        "evol_decomposition",
-        {**meta, "seconds": round(time.perf_counter() - started, 1)},
-        cases,
-        engine.records,
-        {"executed": executed.to_dicts()},
-    )
-    print("decomposition:", json.dumps(stats), flush=True)
+    if args.reuse_decomposition:
+        earlier = json.loads((OUT_DIR / "evol_decomposition.json").read_text())
+        modules, stats = decomposed_modules(executed, RecordedEngine(earlier["records"], engine.model_id), config)
+        print("decomposition (reused):", json.dumps(stats), flush=True)
+    else:
+        started = time.perf_counter()
+        modules, stats = decomposed_modules(executed, engine, config)
+        save(
+            "evol_decomposition",
+            {**meta, "seconds": round(time.perf_counter() - started, 1)},
+            cases,
+            engine.records,
+            {"executed": executed.to_dicts()},
+        )
+        print("decomposition:", json.dumps(stats), flush=True)
 
     chat_cases = cases[: args.chat_cases]
-    if chat_cases:
+    if chat_cases and not args.reuse_decomposition:
         engine.records = []
         chat_config = replace(config, chat=True)
         started = time.perf_counter()

@@ -140,6 +140,19 @@ def test_invariants_across_batches_and_rerun_changes_nothing(first, second):
         assert store.file_of("one").read_bytes() == file_one
 
 
+@settings(max_examples=25, deadline=None)
+@given(batches_with_repeats(), st.integers(0, 16), st.integers(0, 16))
+def test_splitting_a_batch_keeps_the_same_survivors(texts, cut_a, cut_b):
+    """Arrival order is ledger order then row order: cutting a batch in pieces changes no decision."""
+    lo, hi = sorted((min(cut_a, len(texts)), min(cut_b, len(texts))))
+    frame = _frame(texts)
+    with tempfile.TemporaryDirectory() as tmp:
+        whole, _ = dedup_batch(frame, "whole", SignatureStore(Path(tmp) / "one"), CONFIG)
+        store = SignatureStore(Path(tmp) / "three")
+        pieces = [dedup_batch(frame[a:b], f"piece{a}", store, CONFIG)[0] for a, b in ((0, lo), (lo, hi), (hi, len(texts)))]
+    assert pl.concat(pieces).get_column("status").to_list() == whole.get_column("status").to_list()
+
+
 # ------------------------------------------------------------------ concrete behaviour on real code
 
 
@@ -197,6 +210,26 @@ def test_a_chain_keeps_rows_whose_only_match_was_rejected():
         result, stats = dedup_batch(_frame(texts), "b", SignatureStore(Path(tmp)), CONFIG)
     assert result.get_column("reject_reason").to_list() == [None, "near_duplicate: r0", None]
     assert stats["verified_pairs_within"] == 2  # (a, b) and (b, c) both verified, only one applied
+
+
+def test_a_row_matching_two_earlier_batches_names_the_best_stored_match():
+    a = [f"w{i}" for i in range(200)]
+    b = _with_changes(a, range(10, 60, 10), "b")
+    c = _with_changes(b, range(110, 160, 10), "c")
+    first, middle, third = (" ".join(t) for t in (a, c, b))  # b is between a and c
+    with tempfile.TemporaryDirectory() as tmp:
+        store = SignatureStore(Path(tmp))
+        dedup_batch(_frame([first], "x"), "one", store, CONFIG)
+        r2, _ = dedup_batch(_frame([middle], "y"), "two", store, CONFIG)
+        assert r2.get_column("status").to_list() == [ACCEPTED]  # J(a, c) = 0.59
+        r3, s3 = dedup_batch(_frame(["unrelated tokens only here", third], "z"), "three", store, CONFIG)
+    sigs = CONFIG.hasher().signatures([first, middle, third])
+    to_first = float(minhash.estimated_jaccard(sigs[2], sigs[0]))
+    to_middle = float(minhash.estimated_jaccard(sigs[2], sigs[1]))
+    expected = "x0" if to_first >= to_middle else "y0"
+    assert r3.get_column("reject_reason").to_list() == [None, f"near_duplicate: {expected}"]
+    assert r3.get_column(DUPLICATE_JACCARD)[1] == max(to_first, to_middle)
+    assert s3["earlier_batches"] == 2 and s3["verified_pairs_cross"] == 2
 
 
 def test_unrelated_similar_looking_code_survives():
@@ -277,3 +310,16 @@ def test_two_processes_share_the_store_safely():
         assert {first, second} == {"p", "q"}
         assert store.load(first).height == 40
         assert store.load(second).height == 0
+
+
+def test_batch_names_with_any_characters_and_a_missing_earlier_file():
+    with tempfile.TemporaryDirectory() as tmp:
+        store = SignatureStore(Path(tmp))
+        odd = "seeds/../a b.py@3f2a:ü"
+        dedup_batch(_frame(["def f(a):\n    return a\n"]), odd, store, CONFIG)
+        path = store.file_of(odd)
+        assert path.parent == Path(tmp) / "batches" and path.is_file()
+        assert store.batches() == [odd]
+        path.unlink()
+        with pytest.raises(FileNotFoundError, match="missing"):
+            dedup_batch(_frame(["x"]), "next", store, CONFIG)

@@ -7,7 +7,6 @@ nothing else, neither the rest of the text nor the sampling parameters.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from dataclasses import replace

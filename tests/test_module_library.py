@@ -318,3 +318,25 @@ def test_retrieve_for_queries_gives_the_evolution_stage_layout(tmp_path: Path) -
     only_close = library.retrieve_for_queries(queries, k=2, min_similarity=first[0]["similarity"])
     assert first[1]["similarity"] < first[0]["similarity"]
     assert [e["name"] for e in only_close["retrieved"][0].to_list()] == ["parse_iso"]
+
+
+def test_a_commit_interrupted_before_its_manifest_is_invisible_and_retried_cleanly(tmp_path: Path) -> None:
+    library = ModuleLibrary(tmp_path, HashingEmbedder(), novelty_threshold=1.01)
+    first = library.add_batch(from_verified_code(_functions(4, "one"), parent_id="p1", batch="b1"), batch="b1")
+    committed = (tmp_path / "library.json").read_text()
+    second = library.add_batch(from_verified_code(_functions(3, "two"), parent_id="p2", batch="b2"), batch="b2")
+    # simulate a crash after the data files and the index were written but before the manifest
+    (tmp_path / "library.json").write_text(committed)
+
+    reopened = ModuleLibrary(tmp_path, HashingEmbedder(), novelty_threshold=1.01)
+    assert reopened.latest_snapshot() == first.snapshot and len(reopened.index) == 4
+    assert reopened.retrieve(["two alpha"], k=10)["position"].max() < 4
+    retried = reopened.add_batch(from_verified_code(_functions(3, "two"), parent_id="p2", batch="b2"), batch="b2")
+    assert retried.snapshot == second.snapshot and not retried.reused
+    third = reopened.add_batch(from_verified_code(_functions(2, "three"), parent_id="p3", batch="b3"), batch="b3")
+    assert third.snapshot.entries == 9
+    again = ModuleLibrary(tmp_path, HashingEmbedder())
+    assert again.entries()["position"].to_list() == list(range(9))
+    names = again.entries()["name"].to_list()
+    hits = again.retrieve([names[7]], k=1)  # the vector at each position belongs to that entry
+    assert hits["name"].to_list() == [names[7]]

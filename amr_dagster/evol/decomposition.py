@@ -24,6 +24,7 @@ accounted for: a response the teacher could not decompose becomes one rejected r
 from __future__ import annotations
 
 import ast
+import copy
 import random
 import re
 import textwrap
@@ -266,14 +267,9 @@ def stub_block(text: str) -> str:
 
 def _signature_text(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> str:
     """``name(args) -> ret`` normalized by ``ast.unparse`` (whitespace and quotes made canonical)."""
-    stub = ast.FunctionDef(
-        name=fn.name,
-        args=fn.args,
-        body=[ast.Expr(ast.Constant(...))],
-        decorator_list=[],
-        returns=fn.returns,
-        type_params=[],
-    )
+    stub = copy.copy(fn)
+    stub.body = [ast.Expr(ast.Constant(...))]
+    stub.decorator_list = []
     first = ast.unparse(ast.fix_missing_locations(stub)).split("\n", 1)[0]
     return first[len("def "):].rstrip(":")
 
@@ -317,7 +313,7 @@ def parse_docstring(doc: str) -> tuple[str, dict[str, str], str | None]:
             arg = _ARG_LINE.match(line)
             if arg and (arg_indent is None or indent <= arg_indent):
                 arg_indent = indent if arg_indent is None else arg_indent
-                current = arg.group(1)
+                current = str(arg.group(1))
                 params[current] = arg.group(3).strip()
             elif current is not None:
                 params[current] = (params[current] + " " + line).strip()
@@ -403,8 +399,9 @@ def parse_modules(
 
     Only top-level ``def`` stubs count (a body, if the model wrote one, is ignored). A stub named
     like a one-shot example module, a name the decomposed ``solution_code`` never uses, is
-    ``copied_example``; names already seen are
-    ``duplicate_module_name``; stubs beyond ``max_modules`` are ``too_many_modules``. An output without a single ``def`` is ``unparsed_output``.
+    ``copied_example``; a name already taken is ``duplicate_module_name``; stubs beyond
+    ``max_modules`` are ``too_many_modules``. An output without a single ``def`` is
+    ``unparsed_output``.
     """
     config = config or EvolConfig()
     block = stub_block(text)
@@ -471,7 +468,7 @@ def module_query_text(name: str, signature: str, description: str) -> str:
 
 
 def _output_row(direct: dict[str, Any], model_id: str | None, **values: Any) -> dict[str, Any]:
-    row = {k: None for k in MODULE_COLUMNS}
+    row: dict[str, Any] = dict.fromkeys(MODULE_COLUMNS)
     row.update(
         parent_id=direct["direct_id"],
         instruction_id=direct["instruction_id"],

@@ -272,7 +272,7 @@ def evolve_responses(
     reasons: list[str | None] = []
 
     def base(d: dict[str, Any]) -> dict[str, Any]:
-        row = {k: None for k in EVOLVED_COLUMNS}
+        row: dict[str, Any] = dict.fromkeys(EVOLVED_COLUMNS)
         row.update(
             parent_id=d["direct_id"],
             instruction_id=d["instruction_id"],

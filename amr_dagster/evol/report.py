@@ -159,7 +159,7 @@ def combine_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
     out["retrieval_top1_similarity_mean"] = (
         round(sum(m * n for m, n in means if m is not None) / n_sim, 4) if n_sim else None
     )
-    maxes = [r.get("retrieval_top1_similarity_max") for r in reports if r.get("retrieval_top1_similarity_max") is not None]
+    maxes = [float(m) for r in reports if (m := r.get("retrieval_top1_similarity_max")) is not None]
     out["retrieval_top1_similarity_max"] = max(maxes) if maxes else None
     out["verified_yield"] = _rate(out["verified_pairs"], out["instructions"])
     return out

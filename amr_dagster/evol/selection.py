@@ -92,7 +92,7 @@ def select_verified(
         candidates = [("evolved", r) for r in seeded_order(passing_evolved, instruction_id, global_seed, "evolved")]
         candidates += [("direct", r) for r in seeded_order(passing_direct, instruction_id, global_seed, "direct")]
 
-        base = {k: None for k in VERIFIED_COLUMNS}
+        base: dict[str, Any] = dict.fromkeys(VERIFIED_COLUMNS)
         base.update(
             instruction_id=instruction_id,
             instruction=instruction,

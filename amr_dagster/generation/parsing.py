@@ -226,13 +226,33 @@ def _syntax(source: str, what: str) -> tuple[ast.AST | None, str | None]:
         return None, f"syntax_error: {what} {err}"
 
 
+def _salvage_cut_tests(lines: list[str], max_dropped: int = 12) -> str:
+    """Tests cut by ``max_tokens``, typically after the model looped on one assert: drop the
+    cut tail until the rest parses, and collapse runs of identical lines. Empty if hopeless."""
+    kept: list[str] = []
+    for line in lines[:-1]:  # the last line is where the cut happened
+        if not (kept and line.strip() and line == kept[-1]):
+            kept.append(line)
+    for drop in range(min(max_dropped, len(kept)) + 1):
+        candidate = "\n".join(kept[: len(kept) - drop]).strip("\n")
+        if not candidate.strip():
+            return ""
+        try:
+            tree = ast.parse(candidate)
+        except (SyntaxError, ValueError):
+            continue
+        return candidate if _has_assert(tree) else ""
+    return ""
+
+
 def parse_response(text: str, finish_reason: str, *, copies: CopyDetector | None = None) -> ParsedResponse:
     """Explanation, the first python block before the tests header, and the tests after it.
 
     An open code block is closed by the tests header when one follows (the model forgot the
-    fence); an open tests block at a natural stop is taken as written; anything still open when
-    the model hit ``max_tokens`` is ``unterminated``. A complete answer followed by rambling
-    that ran into ``max_tokens`` is still accepted: the rambling is cut off.
+    fence); an open tests block at a natural stop is taken as written; a tests block cut by
+    ``max_tokens`` keeps its complete statements (a small model often loops on one assert until
+    the limit); an open code block at the limit is ``unterminated``. A complete answer followed
+    by rambling that ran into ``max_tokens`` is accepted: the rambling is cut off.
     """
     hit_limit = finish_reason == FINISH_LENGTH
     body = _cut_at_boundary(text)
@@ -265,9 +285,11 @@ def parse_response(text: str, finish_reason: str, *, copies: CopyDetector | None
         loose = "\n".join(lines[header + 1 :]).strip()
         tests = loose if "assert" in loose and "```" not in loose else ""
     elif tests_block is not None:
-        if tests_block.end is None and hit_limit:
-            return reject("unterminated: hit max_tokens", explanation, code)
         tests = tests_block.text
+        if tests_block.end is None and hit_limit:
+            tests = _salvage_cut_tests(tests_block.lines)
+            if not tests:
+                return reject("unterminated: hit max_tokens", explanation, code)
     else:
         tests = ""
     if not tests.strip():

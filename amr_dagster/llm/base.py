@@ -70,8 +70,9 @@ class LLMRequest:
     def __post_init__(self) -> None:
         if (self.prompt is None) == (self.messages is None):
             raise ValueError("LLMRequest needs exactly one of prompt or messages")
-        if self.messages is not None and not isinstance(self.messages, tuple):
-            object.__setattr__(self, "messages", tuple(tuple(m) for m in self.messages))
+        if self.messages is not None:  # lists from callers become hashable tuples
+            frozen = tuple((str(role), str(content)) for role, content in self.messages)
+            object.__setattr__(self, "messages", frozen)
 
     @property
     def is_chat(self) -> bool:

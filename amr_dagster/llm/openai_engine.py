@@ -182,7 +182,9 @@ class OpenAIEngine:
             return
         pool = ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="openai")
         pending: dict[Future, int] = {}
-        todo = iter(range(len(requests)))
+        # Submit in prompt order: a server that keeps one KV cache (llama.cpp's) then reuses shared
+        # few-shot prefixes between consecutive calls; vLLM's prefix cache does not mind the order.
+        todo = iter(sorted(range(len(requests)), key=lambda k: (requests[k].prompt or json.dumps(requests[k].messages), k)))
         try:
             # Keep at most 2x concurrency queued so a failure stops the batch quickly.
             for k in todo:

@@ -22,7 +22,7 @@ from amr_dagster.llm.base import LLMEngine
 from amr_dagster.llm.cache import CacheStore, SQLiteCache, default_cache_path
 from amr_dagster.llm.cached import CachedEngine
 
-BACKENDS = ("llama_cpp", "openai", "vllm", "none")
+BACKENDS = ("llama_cpp", "openai", "vllm", "cache_only", "none")
 
 
 @dataclass(frozen=True)
@@ -112,6 +112,10 @@ def build_engine(spec: EngineSpec) -> LLMEngine:
             max_model_len=spec.max_model_len or None,
             enable_prefix_caching=spec.enable_prefix_caching,
         )
+    if spec.backend == "cache_only":  # replay a filled cache; every miss raises (llm/replay.py)
+        from amr_dagster.llm.replay import CacheOnlyEngine
+
+        return CacheOnlyEngine(spec.model)
     raise ValueError(f"backend {spec.backend!r} builds no engine")
 
 
