@@ -29,7 +29,9 @@ def _prepare_environment(args: argparse.Namespace) -> None:
     if "DAGSTER_HOME" not in os.environ:
         dagster_home = (home / "dagster").resolve()
         dagster_home.mkdir(parents=True, exist_ok=True)
-        (dagster_home / "dagster.yaml").touch(exist_ok=True)
+        config = dagster_home / "dagster.yaml"
+        if not config.exists():  # the machine may be offline: no telemetry
+            config.write_text("telemetry:\n  enabled: false\n")
         os.environ["DAGSTER_HOME"] = str(dagster_home)
     if getattr(args, "llm_backend", None):
         os.environ["AMR_LLM_BACKEND"] = args.llm_backend

@@ -26,7 +26,7 @@ def amr_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
     home = tmp_path / "dagster_home"
     for p in (data, seeds, home):
         p.mkdir()
-    (home / "dagster.yaml").write_text("")
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     monkeypatch.setenv("AMR_DATA_DIR", str(data))
     monkeypatch.setenv("AMR_SEEDS_DIR", str(seeds))
     monkeypatch.setenv("DAGSTER_HOME", str(home))
