@@ -221,7 +221,7 @@ def dagster_run(job, site: Site, key: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--n", type=int, default=100, help="seeds in the small batch (>= 100 for the issue's goal); the large one has 4N")
     parser.add_argument("--repeat", type=int, default=5, help="measurements per path and size (median taken)")
     parser.add_argument("--keep", help="work folder to keep (default: a temporary one)")

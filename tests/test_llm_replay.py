@@ -95,7 +95,7 @@ def test_every_recorded_step_has_its_own_marker():
     recordings = load_recordings()
     steps = {outputs[0].step for outputs in recordings.values()}
     assert {"concepts", "instructions", "responses"} <= steps
-    assert step_marker(LLMRequest(messages=[("system", "Line one\nmore"), ("user", "x")])) == "chat:Line one"
+    assert step_marker(LLMRequest(messages=(("system", "Line one\nmore"), ("user", "x")))) == "chat:Line one"
 
 
 def test_a_generation_stage_runs_on_recorded_outputs_then_replays_from_cache_only():
@@ -109,3 +109,21 @@ def test_a_generation_stage_runs_on_recorded_outputs_then_replays_from_cache_onl
     assert not any(filled.get_column("cached").to_list()) and all(replayed.get_column("cached").to_list())
     assert stats["llm"]["cache_misses"] == 0 and stats["llm"]["cache_hits"] == seeds.height
     assert set(filled.get_column("raw_output").to_list()) <= _recorded_texts("concepts")
+
+
+def test_llm_resource_cache_only_replays_a_filled_cache(tmp_path):
+    from resources.llm import LLMResource
+
+    path = tmp_path / "cache.sqlite"
+    request = LLMRequest(prompt=_recorded("concepts")["records"][0]["prompt"], params=SamplingParams(max_tokens=48, stop=("\n",), seed=7))
+    recorded = CachedEngine(RecordedOutputsEngine(MODEL), SQLiteCache(path)).generate([request])[0][0]
+
+    role = LLMResource(backend="cache_only", model=MODEL, cache_path=str(path))
+    engine = role.engine()
+    assert engine is not None
+    assert isinstance(engine.engine, CacheOnlyEngine) and role.model_id() == MODEL
+    before = role.usage_snapshot()
+    assert engine.generate([request])[0][0].text == recorded.text
+    assert role.usage_since(before)["cache_hits"] == 1
+    with pytest.raises(EngineUnavailable):
+        engine.generate([LLMRequest(prompt="not recorded", params=SamplingParams())])
