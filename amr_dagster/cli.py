@@ -124,11 +124,9 @@ def _print_pass_rate(store, key: str, selected: list[str]) -> None:
 
 
 def _print_dataset(result) -> None:
-    for event in result.get_asset_materialization_events():
-        mat = event.asset_materialization
-        if mat and mat.asset_key.to_user_string() == "instruction_dataset":
-            meta = {k: v.value for k, v in mat.metadata.items()}
-            print(f"instruction dataset: {meta.get('exported_pairs')} pairs (from {meta.get('verified_pairs_in')} verified) -> {meta.get('jsonl')}")
+    for mat in result.asset_materializations_for_node("instruction_dataset"):
+        meta = {k: v.value for k, v in mat.metadata.items()}
+        print(f"instruction dataset: {meta.get('exported_pairs')} pairs (from {meta.get('verified_pairs_in')} verified) -> {meta.get('jsonl')}")
 
 
 def _families(by_reason: dict[str, int]) -> dict[str, int]:
@@ -153,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-typecheck", action="store_true", help="skip the pyright filter")
     run.add_argument("--no-judge", action="store_true", help="skip the LLM docstring judge")
     run.add_argument("--benchmark", action="append", help="extra benchmark JSONL to decontaminate against (repeatable)")
-    run.add_argument("--llm-backend", choices=["llama_cpp", "openai", "vllm", "none"], help="engine for both roles (default: embedded llama.cpp)")
+    run.add_argument("--llm-backend", choices=["llama_cpp", "openai", "vllm", "cache_only", "none"], help="engine for both roles (default: embedded llama.cpp)")
     run.add_argument("--sandbox", choices=["auto", "docker", "local"], help="sandbox backend (default auto)")
     run.add_argument("-v", "--verbose", action="store_true", help="show Dagster's step logs")
     run.set_defaults(func=cmd_run)

@@ -116,7 +116,7 @@ def run_job(job, site: Site, key: str, assets: list[str]):
         asset_selection=[dg.AssetKey(a) for a in assets],
         run_config={
             "ops": {"filtered_seeds": {"config": {"typecheck": False, "docstring_judge": False}}} if "filtered_seeds" in assets else {},
-            "loggers": {"console": {"config": {"log_level": "ERROR"}}},
+            "loggers": {"console": {"config": {"log_level": "WARNING"}}},  # as the CLI without -v
         },
         raise_on_error=True,
     )
