@@ -16,6 +16,10 @@ import time
 from pathlib import Path
 
 
+# Sized so the default run (Gemma 3 270M on 2 CPU cores) finishes in about 20 minutes.
+DEFAULT_STDLIB_MAX_SEEDS = 12
+
+
 def _default_home() -> Path:
     return Path(os.environ.get("AMR_HOME", "./.amr"))
 
@@ -35,6 +39,10 @@ def _prepare_environment(args: argparse.Namespace) -> None:
         os.environ["DAGSTER_HOME"] = str(dagster_home)
     if getattr(args, "llm_backend", None):
         os.environ["AMR_LLM_BACKEND"] = args.llm_backend
+    if getattr(args, "max_seeds", None) is not None:
+        os.environ["AMR_MAX_SEEDS"] = str(args.max_seeds)
+    if getattr(args, "n_samples", None) is not None:
+        os.environ["AMR_N_SAMPLES"] = str(args.n_samples)
     if getattr(args, "benchmark", None):
         os.environ["AMR_BENCHMARK_FILES"] = os.pathsep.join(str(Path(p).resolve()) for p in args.benchmark)
     if getattr(args, "sandbox", None):
@@ -49,6 +57,8 @@ def _run_config(args: argparse.Namespace, selected: list[str]) -> dict:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.max_seeds is None and not args.seeds and "AMR_MAX_SEEDS" not in os.environ:
+        args.max_seeds = DEFAULT_STDLIB_MAX_SEEDS
     _prepare_environment(args)
     import dagster as dg
 
@@ -146,7 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="register a seed batch and materialize it through Dagster")
     run.add_argument("--seeds", help="a seed file or folder (.py folder, .tar.gz/.zip, .jsonl/.parquet with `content`); default: a standard-library batch")
     run.add_argument("--select", help="comma-separated assets to materialize (default: every stage)")
-    run.add_argument("--stdlib-files", type=int, default=int(os.environ.get("AMR_STDLIB_FILES", "60")), help="files in the default standard-library batch (0 = all)")
+    run.add_argument("--stdlib-files", type=int, default=int(os.environ.get("AMR_STDLIB_FILES", "120")), help="files in the default standard-library batch (0 = all)")
+    run.add_argument("--max-seeds", type=int, default=None, help="cap on deduplicated seeds entering generation (default: 12 for the standard-library batch, none for --seeds; 0 = no cap)")
+    run.add_argument("--n-samples", type=int, default=None, help="responses sampled per instruction (default 4)")
     run.add_argument("--data-dir", help="data root (default $AMR_DATA_DIR or ./.amr/data)")
     run.add_argument("--no-typecheck", action="store_true", help="skip the pyright filter")
     run.add_argument("--no-judge", action="store_true", help="skip the LLM docstring judge")

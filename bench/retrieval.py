@@ -220,12 +220,14 @@ def scale(base: np.ndarray, queries: np.ndarray, size: int, timed: int) -> dict[
     print(f"  brute force: {timed / brute_time:.1f} q/s single-query; recall@1 {brute_r1:.4f} recall@5 {brute_r5:.4f} "
           f"over {len(queries)} queries", flush=True)
 
-    default_nprobe = index.nprobe
+    default_nprobe, default_rerank = index.nprobe, index.rerank_candidates
     result: dict[str, float] = {}
-    for nprobe in sorted({default_nprobe // 4, default_nprobe // 2, default_nprobe, default_nprobe * 2}):
+    settings = [(p, default_rerank) for p in sorted({default_nprobe // 4, default_nprobe // 2, default_nprobe, default_nprobe * 2})]
+    settings += [(default_nprobe, r) for r in (default_rerank // 5, default_rerank // 2)]
+    for nprobe, rerank in settings:
         if nprobe < 1 or nprobe > index.nlist:
             continue
-        index.nprobe_override = nprobe
+        index.nprobe_override, index.rerank_candidates = nprobe, rerank
         index.search(single[:1], 5)  # warm-up
         start = time.perf_counter()
         found = [index.search(q[None, :], 5).ids[0] for q in single]
@@ -238,12 +240,13 @@ def scale(base: np.ndarray, queries: np.ndarray, size: int, timed: int) -> dict[
             "r1": recall(ids, 1),
             "r5": recall(ids, 5),
         }
-        mark = "  <- default" if nprobe == default_nprobe else ""
-        print(f"  index nprobe {nprobe:4d}: {row['index_qps']:7.1f} q/s = {row['speedup']:5.1f}x, top-5 overlap "
+        default = nprobe == default_nprobe and rerank == default_rerank
+        mark = "  <- default" if default else ""
+        print(f"  index nprobe {nprobe:4d} rerank {rerank:4d}: {row['index_qps']:7.1f} q/s = {row['speedup']:5.1f}x, top-5 overlap "
               f"{row['overlap']:.3f}, recall@1 {row['r1']:.4f} recall@5 {row['r5']:.4f}{mark}", flush=True)
-        if nprobe == default_nprobe:
+        if default:
             result = row
-    index.nprobe_override = None
+    index.nprobe_override, index.rerank_candidates = None, default_rerank
     result.update(build_s=build, brute_r1=brute_r1, brute_r5=brute_r5)
     return result
 

@@ -113,7 +113,7 @@ class ModuleIndex:
         exact_below: int = 50_000,
         nprobe: int | None = None,
         retrain_growth: float = 4.0,
-        rerank_candidates: int = 100,
+        rerank_candidates: int = 500,
     ) -> None:
         self.dim = dim
         self.rerank_candidates = rerank_candidates
@@ -353,7 +353,7 @@ class ModuleIndex:
             exact_below=manifest["exact_below"],
             nprobe=manifest["nprobe"],
             retrain_growth=manifest["retrain_growth"],
-            rerank_candidates=manifest.get("rerank_candidates", 100),
+            rerank_candidates=manifest.get("rerank_candidates", 500),
         )
         for entry in manifest["segments"]:
             if count is not None and index._count >= count:
