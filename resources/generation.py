@@ -1,12 +1,12 @@
 """Settings shared by the generation stages (S->C, C->I, I->R, AMR-Evol) as one resource,
 so one edit in the UI's launchpad (or one CLI flag) changes every stage consistently."""
 
-import os
 from dataclasses import fields
 
 import dagster as dg
 
 from amr_dagster.generation.config import GenerationConfig
+from resources.env import overrides_from_env
 
 _DEFAULTS = GenerationConfig()
 
@@ -31,12 +31,7 @@ class GenerationSettings(dg.ConfigurableResource):
     @classmethod
     def from_env(cls) -> "GenerationSettings":
         """``AMR_<FIELD>`` overrides (e.g. ``AMR_N_SAMPLES=8``, ``AMR_MAX_SEEDS=20``)."""
-        values = {}
-        for name, field in cls.model_fields.items():
-            raw = os.environ.get(f"AMR_{name.upper()}")
-            if raw is not None:
-                values[name] = field.annotation(raw)
-        return cls(**values)
+        return cls(**overrides_from_env(cls.model_fields, "AMR_"))
 
     def config(self) -> GenerationConfig:
         known = {f.name for f in fields(GenerationConfig)}
