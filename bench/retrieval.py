@@ -29,7 +29,8 @@ process; the ratio of queries/s and the mean overlap of their top-5 id lists. Qu
 recall@1/5 of ``--recall-queries`` queries against the 1M library, index vs exact. The final
 line quotes speed, overlap and recall@5 at 1M, where the index really is approximate (at 20,000
 it is exact by design, which would make "within 0.01 of brute force" trivially true). Also
-printed: the same at a quarter and half and twice the default ``nprobe``.
+printed: the same at a quarter, half and twice the default ``nprobe`` and at shallower exact
+re-ranking (``rerank_candidates``), to show the speed/agreement trade-off around the defaults.
 
 Embeddings are cached under ``settings.cache_dir()/bench_retrieval`` keyed by model id and text
 hash, so a rerun only pays for the index work.

@@ -79,3 +79,27 @@ def test_schedule_requests_missing_partitions_only(amr_env):
     requests = backfill_schedule(ctx)
     assert sorted(r.partition_key for r in requests) == ["x-1", "y-2", "z-3"]
     assert all(r.tags["amr/backfill_reason"].startswith("missing") for r in requests)
+
+
+def test_a_batch_dropped_into_the_seeds_folder_is_picked_up_and_processed(amr_env):
+    """What the daemon does with a sensor result: add the partitions, launch the requested run."""
+    from amr_dagster.definitions import defs
+    from amr_dagster.storage import FrameStore
+
+    instance = dg.DagsterInstance.get()
+    (amr_env["seeds"] / "second_batch.py").write_text(GOOD)
+    result = _tick(instance)
+    (request,) = result.run_requests
+    for add in result.dynamic_partitions_requests:
+        instance.add_dynamic_partitions(add.partitions_def_name, list(add.partition_keys))
+    run = defs.resolve_job_def(request.job_name or "amr_pipeline").execute_in_process(
+        partition_key=request.partition_key,
+        instance=instance,
+        tags=request.tags,
+        asset_selection=[dg.AssetKey(s) for s in ("seed_functions", "filtered_seeds", "deduped_seeds")],
+        run_config={"ops": {"filtered_seeds": {"config": {"typecheck": False, "docstring_judge": False}}}},
+    )
+    assert run.success
+    kept = FrameStore().read("deduped_seeds", request.partition_key)
+    assert kept["name"].to_list() == ["double"] and kept["status"].to_list() == ["accepted"]
+    assert request.partition_key in instance.get_dynamic_partitions("seed_batches")
