@@ -97,14 +97,15 @@ def instruction_dataset(
 def _evolution_summary(store) -> dict | None:
     """Direct vs evolved numbers over all batches (one partition at a time), when AMR-Evol ran."""
     from amr_dagster.evol.report import combine_reports, evol_report
+    from assets.evolved_responses import report_views
 
     reports = []
     for key in store.partitions("evolved_responses"):
         if not (store.exists("executed_responses", key) and store.exists("verified_pairs", key)):
             continue
-        evolved = store.read("evolved_responses", key)
+        parsed, executed_evolved = report_views(store.read("evolved_responses", key))
         reports.append(
-            evol_report(store.read("executed_responses", key), evolved, evolved, store.read("verified_pairs", key))
+            evol_report(store.read("executed_responses", key), parsed, executed_evolved, store.read("verified_pairs", key))
         )
     return combine_reports(reports) if reports else None
 

@@ -13,6 +13,7 @@ from amr_dagster.evol.report import evol_report
 from amr_dagster.evol.selection import VERIFIED_COLUMNS, select_verified
 from amr_dagster.export import DATASET_COLUMNS, attach_lineage
 from amr_dagster.outcomes import REASON, STATUS
+from assets.evolved_responses import report_views
 from assets.partitions import seed_batches
 from assets.stage import emit, stage_checks
 from resources.generation import GenerationSettings
@@ -45,7 +46,8 @@ def verified_pairs(
 ):
     started = time.perf_counter()
     frame, stats = verify_and_trace(executed_responses, evolved_responses, deduped_seeds, generation.global_seed)
-    stats["evolution"] = evol_report(executed_responses, evolved_responses, evolved_responses, frame)
+    parsed, executed_evolved = report_views(evolved_responses)
+    stats["evolution"] = evol_report(executed_responses, parsed, executed_evolved, frame)
     instructions_in = set(executed_responses.get_column("parent_id").to_list()) if executed_responses.height else set()
     yield from emit(
         context, frame, expected_inputs=instructions_in, input_column="instruction_id",

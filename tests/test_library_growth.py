@@ -1,6 +1,7 @@
 """The module library loop with real parts: a module harvested from batch 1's passing response
 (run in real bubblewrap) is retrieved by batch 2's evolution (real MiniLM embeddings, real
-Gemma teacher), and the evolved row records the snapshot and the module id it saw."""
+Gemma teacher), batch 2 never retrieves its own code, and the evolved row records the snapshot
+and the module ids it saw."""
 
 import polars as pl
 import pytest
@@ -10,7 +11,7 @@ from amr_dagster.evol.module_library import ModuleLibrary
 from amr_dagster.execution import execute_responses
 from amr_dagster.outcomes import with_status
 from amr_dagster.sandbox.base import Limits
-from assets.evolved_responses import run_evolution, snapshot_before
+from assets.evolved_responses import retrieval_snapshot, run_evolution
 from assets.library_candidates import batch_candidates
 
 BATCH1_CODE = '''def moving_average(values: list[float], window: int) -> list[float]:
@@ -76,17 +77,20 @@ def test_batch_two_retrieves_a_module_harvested_from_batch_one(tmp_path, sandbox
     assert harvested["name"].to_list() == ["moving_average"] and harvested["source"].to_list() == ["harvested"]
     first = library.add_batch(candidates, batch="batch-1")
 
-    # Batch 2 (executed, then offered to the library itself) evolves against the snapshot before it.
+    # Batch 2 (executed, then offered to the library itself) evolves against its own snapshot,
+    # which holds batch 1's module and its own harvested `smooth`, which it must not retrieve.
     executed2, _ = execute_responses(_samples("inst2", BATCH2_INSTRUCTION, BATCH2_CODE, BATCH2_TESTS), sandbox, limits)
-    library.add_batch(batch_candidates(pl.DataFrame(), executed2, "batch-2"), batch="batch-2")
-    assert snapshot_before(library, "batch-2") == first.snapshot.snapshot_id
+    second = library.add_batch(batch_candidates(pl.DataFrame(), executed2, "batch-2"), batch="batch-2")
+    own_module = second.outcomes.filter(pl.col("status") == "accepted")["module_id"][0]
+    assert retrieval_snapshot(library, "batch-2") == second.snapshot.snapshot_id
 
     config = EvolConfig(use_decomposition=False, evolution_max_tokens=48)
     no_modules = with_status(pl.DataFrame(schema=MODULE_COLUMNS), [])
     evolved, stats, _ = run_evolution(executed2, no_modules, library, "batch-2", teacher, sandbox, limits, config, top_k=3)
     row = evolved.row(0, named=True)
-    assert row["library_snapshot"] == first.snapshot.snapshot_id
+    assert row["library_snapshot"] == second.snapshot.snapshot_id
     assert harvested["module_id"][0] in row["retrieved_module_ids"]
+    assert own_module not in row["retrieved_module_ids"]
     assert row["retrieved_similarities"][0] > 0.3
     # Whatever the tiny teacher wrote, the row is accounted for: executed, or rejected with a reason.
     assert row["status"] == "accepted" or row["reject_reason"]
