@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from amr_dagster import settings
+from amr_dagster.seed_sources import SEED_SUFFIXES, batch_fingerprint, is_seed_location
 
-SEED_SUFFIXES = (".py", ".tar.gz", ".tgz", ".zip", ".jsonl", ".parquet")
 _KEY_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -33,15 +33,7 @@ def is_seed_entry(path: Path) -> bool:
     """Entries of the seeds folder that form a batch: supported files and sub-folders."""
     if path.name.startswith("."):
         return False
-    if path.is_dir():
-        return True
-    return path.is_file() and path.name.lower().endswith(SEED_SUFFIXES)
-
-
-def fingerprint(location: Path) -> str:
-    from amr_dagster.seed_sources import batch_fingerprint
-
-    return batch_fingerprint(location)
+    return (path.is_dir() or path.is_file()) and is_seed_location(path)
 
 
 def batch_key(location: Path, content_hash: str | None = None) -> str:
@@ -52,7 +44,7 @@ def batch_key(location: Path, content_hash: str | None = None) -> str:
             name = name[: -len(suffix)]
             break
     name = _KEY_SAFE.sub("_", name).strip("._-")[:60] or "batch"
-    return f"{name}-{(content_hash or fingerprint(location))[:8]}"
+    return f"{name}-{(content_hash or batch_fingerprint(location))[:8]}"
 
 
 class BatchRegistry:
@@ -65,7 +57,7 @@ class BatchRegistry:
         location = location.resolve()
         if not location.exists():
             raise FileNotFoundError(f"seed location {location} does not exist")
-        digest = fingerprint(location)
+        digest = batch_fingerprint(location)
         key = batch_key(location, digest)
         existing = self.get(key)
         if existing is not None and existing.location == str(location):
@@ -91,7 +83,7 @@ class BatchRegistry:
         location = Path(batch.location)
         if not location.exists():
             raise FileNotFoundError(f"seed batch {key!r}: {location} no longer exists")
-        now = fingerprint(location)
+        now = batch_fingerprint(location)
         if now != batch.fingerprint:
             raise ValueError(
                 f"seed batch {key!r}: {location} changed since it was registered "

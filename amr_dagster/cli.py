@@ -65,7 +65,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from amr_dagster.batches import BatchRegistry
     from amr_dagster.definitions import defs
-    from amr_dagster.outcomes import summarize
+    from amr_dagster.outcomes import family_counts, summarize
     from amr_dagster.settings import data_dir
     from amr_dagster.stdlib_batch import write_stdlib_batch
     from amr_dagster.storage import FrameStore
@@ -110,7 +110,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"{name:<22}{'(not materialized)':>28}")
             continue
         counts = summarize(store.read(name, batch.key))
-        reasons = ", ".join(f"{r.split(':')[0]} {n}" for r, n in list(_families(counts["rejected_by_reason"]).items())[:4])
+        reasons = ", ".join(f"{r} {n}" for r, n in list(family_counts(counts["rejected_by_reason"]).items())[:4])
         print(f"{name:<22}{counts['rows']:>8}{counts['accepted']:>10}{counts['rejected']:>10}  {reasons}")
     _print_pass_rate(store, batch.key, selected)
     if "instruction_dataset" in selected:
@@ -140,16 +140,6 @@ def _print_dataset(result) -> None:
         print(f"instruction dataset: {meta.get('exported_pairs')} pairs (from {meta.get('verified_pairs_in')} verified) -> {meta.get('jsonl')}")
 
 
-def _families(by_reason: dict[str, int]) -> dict[str, int]:
-    from amr_dagster.outcomes import reason_prefix
-
-    out: dict[str, int] = {}
-    for reason, n in by_reason.items():
-        fam = reason_prefix(reason)
-        out[fam] = out.get(fam, 0) + n
-    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="amr-dagster", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -169,14 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-v", "--verbose", action="store_true", help="show Dagster's step logs")
     run.set_defaults(func=cmd_run)
 
-    try:
-        from amr_dagster.sandbox.verify import add_verify_arguments, run_verify
-    except ImportError:
-        pass
-    else:
-        verify = sub.add_parser("verify", help="run rows with `code` and `tests` in the sandbox; write them with verdicts")
-        add_verify_arguments(verify)
-        verify.set_defaults(func=run_verify)
+    from amr_dagster.sandbox.verify import add_verify_arguments, run_verify
+
+    verify = sub.add_parser("verify", help="run rows with `code` and `tests` in the sandbox; write them with verdicts")
+    add_verify_arguments(verify)
+    verify.set_defaults(func=run_verify)
     return parser
 
 

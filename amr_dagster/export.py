@@ -14,7 +14,6 @@ import json
 import os
 import tempfile
 import time
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -175,12 +174,3 @@ def dataset_card(
         lines += ["", "## AMR-Evol", "", "```json", json.dumps(evolution, indent=2, sort_keys=True), "```"]
     lines += ["", "## Settings", "", "```json", json.dumps(settings, indent=2, sort_keys=True, default=str), "```", ""]
     return "\n".join(lines)
-
-
-def family_counts(by_reason: dict[str, int]) -> dict[str, int]:
-    out: Counter[str] = Counter()
-    for reason, n in by_reason.items():
-        out[reason.split(":", 1)[0].strip()] += n
-    return dict(out.most_common())
-
-

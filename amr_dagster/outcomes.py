@@ -52,6 +52,14 @@ def reason_prefix(reason: str) -> str:
     return reason.split(":", 1)[0].strip()
 
 
+def family_counts(by_reason: dict[str, int]) -> dict[str, int]:
+    """Rejection counts per reason family, most frequent first."""
+    out: Counter[str] = Counter()
+    for reason, n in by_reason.items():
+        out[reason_prefix(reason)] += n
+    return dict(out.most_common())
+
+
 def cap_accepted(frame: pl.DataFrame, limit: int, reason: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Split accepted rows into the first ``limit`` (0 = no cap) and the rest, which are marked
     rejected with ``"<reason>: <limit>"`` so capped rows stay visible and counted."""

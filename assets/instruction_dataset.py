@@ -9,8 +9,8 @@ import time
 
 import dagster as dg
 
-from amr_dagster.export import ExportConfig, build_dataset, dataset_card, family_counts, write_dataset
-from amr_dagster.outcomes import summarize
+from amr_dagster.export import ExportConfig, build_dataset, dataset_card, write_dataset
+from amr_dagster.outcomes import family_counts, summarize
 from assets.generation_versions import PROMPTS_VERSION
 from resources.benchmarks import BenchmarkSet
 from resources.data_root import DataRoot

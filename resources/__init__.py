@@ -1,4 +1,4 @@
-"""Dagster resources: storage, seed location, LLM engines, sandboxes.
+"""Dagster resources: storage, seed location, LLM engines, sandboxes, settings.
 
 ``default_resources()`` builds them from the environment, the way hooli-data-eng keys
 resources by deployment: nothing secret is read here; API keys go through ``EnvVar``.
@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 
-import dagster as dg
-
 
 def default_resources() -> dict[str, object]:
     from resources.benchmarks import BenchmarkSet
@@ -18,31 +16,20 @@ def default_resources() -> dict[str, object]:
     from resources.generation import GenerationSettings
     from resources.llm import LLMResource
     from resources.parquet_io import ParquetFrameIOManager
+    from resources.sandbox import SandboxResource
     from resources.seed_location import LocalSeedLocation
 
     # Paths stay empty here and are read from the environment when a step runs, so one loaded
     # code location follows AMR_DATA_DIR / AMR_SEEDS_DIR of the process that executes it.
-    data_dir = ""
-    generator = LLMResource.from_env("GENERATOR")
-    teacher = LLMResource.from_env("TEACHER")
-    resources: dict[str, object] = {
-        "io_manager": ParquetFrameIOManager(data_dir=data_dir),
-        "data_root": DataRoot(path=data_dir),
-        "seed_location": LocalSeedLocation(path=""),
-        "generator": generator,
-        "teacher": teacher,
+    return {
+        "io_manager": ParquetFrameIOManager(),
+        "data_root": DataRoot(),
+        "seed_location": LocalSeedLocation(),
+        "generator": LLMResource.from_env("GENERATOR"),
+        "teacher": LLMResource.from_env("TEACHER"),
         "benchmarks": BenchmarkSet.from_env(),
         "generation": GenerationSettings.from_env(),
         "evolution": EvolSettings.from_env(),
         "module_library_store": ModuleLibraryResource(),
+        "sandbox": SandboxResource(backend=os.environ.get("AMR_SANDBOX_BACKEND", "auto")),
     }
-    try:
-        from resources.sandbox import SandboxResource
-
-        resources["sandbox"] = SandboxResource(backend=os.environ.get("AMR_SANDBOX_BACKEND", "auto"))
-    except ImportError:  # the sandbox stages are not wired yet
-        pass
-    return resources
-
-
-__all__ = ["default_resources", "dg"]
