@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from amr_dagster.sandbox.base import Sandbox, SandboxUnavailable
+from amr_dagster.sandbox.runner_main import ZYGOTE_NAME
 
 BACKENDS = ("local", "docker")
 
@@ -62,6 +63,15 @@ def _status_fields(pid: str) -> dict[str, str]:
     return fields
 
 
+def _inner_parent(pid: str) -> str:
+    """The pid, inside its own namespace, of ``pid``'s parent ("" if gone)."""
+    try:
+        parent = _status_fields(pid).get("PPid", "")
+        return _status_fields(parent).get("NSpid", parent).split()[-1]
+    except (FileNotFoundError, ProcessLookupError, PermissionError, IndexError):
+        return ""
+
+
 def leftover_processes(sandbox: Sandbox) -> list[str]:
     """Host processes of the sandbox's uids that are not a worker's own (bwrap or pid-1 loop)."""
     uids = sandbox_uids(sandbox)
@@ -79,5 +89,7 @@ def leftover_processes(sandbox: Sandbox) -> list[str]:
         inner_pid = fields.get("NSpid", pid).split()[-1]
         if fields.get("Name") in ("bwrap", "prlimit") or inner_pid == "1" or fields.get("State", "").startswith("Z"):
             continue
+        if fields.get("Name") == ZYGOTE_NAME and _inner_parent(pid) == "1":
+            continue  # the worker's fork server
         found.append(f"pid {pid} (inner {inner_pid}) {fields.get('Name')}: {cmdline[:120]}")
     return found

@@ -166,13 +166,14 @@ def test_setsid_double_fork_daemons_are_killed(sandbox):
                 os.setsid()
                 if os.fork() == 0:
                     os.closerange(0, 256)
+                    time.sleep(0.1)  # the parent's own forks first (same pids limit)
                     while True:
                         try:
                             os.fork()
                         except OSError:
                             time.sleep(0.01)
                 os._exit(0)
-        time.sleep(0.2)
+        time.sleep(0.3)
         """)
     expect(result, Status.PASSED)
 

@@ -64,11 +64,15 @@ Test functions needing other arguments (pytest fixtures) fail with ``needs fixtu
 
 from __future__ import annotations
 
+import _signal
 import ast
+import gc
 import json
+import operator
 import os
 import select
 import signal
+import struct
 import sys
 import time
 
@@ -81,13 +85,17 @@ RESULT_FD = 3
 DETAIL_CHARS = 300
 MAX_RESULT_BYTES = 1 << 20
 FRAME_HEADER = 8
+ZYGOTE_NAME = "amr-zygote"
 
-# Modules imported once by a worker so forked children start warm (throughput).
+# Modules imported once by a worker so forked children start warm (throughput). Not here on
+# purpose: ``threading`` and what imports it (``asyncio``, ``logging``, ``unittest.mock``):
+# with it loaded, every fork runs threading's after-fork hooks in Python (measured: +0.4 ms of
+# CPU per job, more than a whole HumanEval program), so the rare job using them imports them.
 WARM_MODULES = (
     "typing", "collections", "collections.abc", "math", "re", "itertools", "functools", "heapq",
     "bisect", "string", "json", "random", "dataclasses", "enum", "fractions", "decimal",
-    "statistics", "hashlib", "copy", "operator", "datetime", "unittest", "unittest.mock",
-    "io", "textwrap", "abc", "numbers", "array", "struct", "traceback", "contextlib",
+    "statistics", "hashlib", "copy", "operator", "datetime", "unittest", "inspect", "base64",
+    "resource", "io", "textwrap", "abc", "numbers", "array", "struct", "traceback", "contextlib",
 )
 
 SKIP_EXCEPTION_NAMES = frozenset({"SkipTest", "Skipped", "SkipException"})
@@ -208,6 +216,21 @@ def plan_tests(source: str) -> tuple[list[ast.stmt], list[tuple]]:
     return stmts, steps
 
 
+def compile_statements(stmts: list[ast.stmt]) -> list:
+    """Each test statement compiled on its own, or ``(error name, message)`` where it does not.
+
+    The supervisor compiles (compiling never runs code); the child only executes. A statement
+    the compiler rejects (``return`` at top level...) fails when its step runs, as it would have.
+    """
+    compiled: list = []
+    for stmt in stmts:
+        try:
+            compiled.append(compile(ast.Module(body=[stmt], type_ignores=[]), TESTS_FILE, "exec", dont_inherit=True))
+        except (SyntaxError, ValueError, TypeError, RecursionError, MemoryError, SystemError) as exc:
+            compiled.append((type(exc).__name__, str(exc)))
+    return compiled
+
+
 def count_planned_tests(source: str) -> int:
     """How many tests the runner would count in ``source`` (0 if it does not parse)."""
     try:
@@ -221,7 +244,17 @@ def count_planned_tests(source: str) -> int:
 # --------------------------------------------------------------------------------------------
 
 
+_PYTEST_SHIM = []
+
+
 def _pytest_shim():
+    """The ``pytest`` stand-in, built once per process (a worker builds it before forking jobs)."""
+    if not _PYTEST_SHIM:
+        _PYTEST_SHIM.append(_build_pytest_shim())
+    return _PYTEST_SHIM[0]
+
+
+def _build_pytest_shim():
     """``raises``, ``approx``, ``skip``, ``fail``, ``fixture`` and ``mark`` (``skip``,
     ``skipif``, ``xfail`` mark a test skipped -- never a pass; ``parametrize`` runs the test
     once per parameter set, all of which must pass for the one test to pass)."""
@@ -368,12 +401,12 @@ def _set_child_limits(limits: dict) -> None:
         pass
 
 
-def _child_main(stmts, steps, program_source, token, result_w, out_w, err_w, limits) -> None:
+def _child_main(statements, steps, program_source, token, result_w, out_w, err_w, limits) -> None:
     """Run program + tests in this (forked) process and report per test; never returns."""
     # Everything the runner calls after user code starts is bound here, before it starts: a
     # program that rebinds ``os.write``, ``builtins.compile``, ``ast.Module``... changes nothing.
     write, _exit, fsdecode = os.write, os._exit, os.fsdecode
-    compile_, exec_, module_node = compile, exec, ast.Module
+    compile_, exec_, code_type = compile, exec, type(_child_main.__code__)
     isinstance_, callable_, getattr_, hasattr_, issubclass_ = isinstance, callable, getattr, hasattr, issubclass
     base_exception, memory_error = BaseException, MemoryError
     prefix = token.encode() + b" "
@@ -389,10 +422,11 @@ def _child_main(stmts, steps, program_source, token, result_w, out_w, err_w, lim
         os.dup2(err_w, 2)
         os.dup2(result_w, RESULT_FD, inheritable=False)  # exec'd programs never get it
         os.closerange(RESULT_FD + 1, 1 << 16)
+        # ``_signal`` is the C module under ``signal``: the same calls without its enum wrapping.
         for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD):
-            signal.signal(sig, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # oversized writes raise EFBIG instead
+            _signal.signal(sig, _signal.SIG_DFL)
+        _signal.signal(signal.SIGINT, _signal.default_int_handler)
+        _signal.signal(signal.SIGXFSZ, _signal.SIG_IGN)  # oversized writes raise EFBIG instead
         sys.stdin = open(0, "r", closefd=False)
         sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
         sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False, buffering=1)
@@ -433,19 +467,25 @@ def _child_main(stmts, steps, program_source, token, result_w, out_w, err_w, lim
     import types
     import unittest
 
-    testcase_dict = unittest.TestCase.__dict__
+    watched = (("builtins", builtins.__dict__), ("TestCase", unittest.TestCase.__dict__))
     test_case, skip_test = unittest.TestCase, unittest.SkipTest
+    tuple_, is_ = tuple, operator.is_
 
-    def snapshot() -> dict:
-        marks = {("builtins", k): id(v) for k, v in builtins.__dict__.items()}
-        marks.update({("TestCase", k): id(v) for k, v in testcase_dict.items()})
-        return marks
+    def snapshot() -> tuple:
+        # Keys and values by identity, in order (C-speed; ``==`` could run a patched ``__eq__``).
+        return tuple_((tuple_(d), tuple_(d.values())) for _, d in watched)
 
-    def check_untouched(before: dict) -> None:
+    def check_untouched(before: tuple) -> None:
         after = snapshot()
-        changed = sorted(f"{where}.{name}" for (where, name), ident in before.items() if after.get((where, name)) != ident)
+        if all(len(a[0]) == len(b[0]) and all(map(is_, a[0], b[0])) and all(map(is_, a[1], b[1]))
+               for a, b in zip(before, after)):
+            return
+        changed = []  # names added since are no patch; replaced or deleted ones are
+        for (where, _), (keys, values), (now_keys, now_values) in zip(watched, before, after):
+            now = dict(zip(now_keys, now_values))
+            changed += [f"{where}.{k}" for k, v in zip(keys, values) if now.get(k, changed) is not v]
         if changed:
-            tamper("patched " + ", ".join(changed[:5]))
+            tamper("patched " + ", ".join(sorted(changed)[:5]))
 
     def is_skip(exc: BaseException) -> bool:
         return isinstance_(exc, skip_test) or any(c.__name__ in SKIP_EXCEPTION_NAMES for c in type(exc).__mro__)
@@ -461,7 +501,7 @@ def _child_main(stmts, steps, program_source, token, result_w, out_w, err_w, lim
                 pass
 
     parameter_sets_of = _parameter_sets
-    sys.modules["pytest"] = _pytest_shim()
+    sys.modules["pytest"] = _pytest_shim()  # built once per worker, before the fork
     module = types.ModuleType(PROGRAM_MODULE)
     module.__file__ = os.path.join(os.getcwd(), PROGRAM_FILE)
     sys.modules[PROGRAM_MODULE] = module
@@ -473,7 +513,9 @@ def _child_main(stmts, steps, program_source, token, result_w, out_w, err_w, lim
         exec_(compile_(program_source, PROGRAM_FILE, "exec", dont_inherit=True), namespace)
 
     def run_statement(i: int) -> None:
-        code = compile_(module_node(body=[stmts[i]], type_ignores=[]), TESTS_FILE, "exec", dont_inherit=True)
+        code = statements[i]
+        if not isinstance_(code, code_type):  # the supervisor could not compile it: (error, message)
+            raise SyntaxError(code[1] if code[0] == "SyntaxError" else f"{code[0]}: {code[1]}")
         exec_(code, namespace)
 
     def call(fn, **kwargs) -> None:
@@ -681,39 +723,209 @@ class _Capture:
         return bytes(self.data).decode("utf-8", "replace")
 
 
-def _kill_everything(child_pid: int) -> int:
-    """Kill the child and every descendant; reap them. Returns how many other processes died."""
-    leftovers = 0
-    if os.getpid() == 1:  # init of our own pid namespace: kill(-1) spares only us
-        try:
-            os.kill(-1, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        while True:
+class _DirectChild:
+    """The job's child, forked by the supervisor itself (one-shot mode, or not an init)."""
+
+    def __init__(self, run: "callable"):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.pid = os.fork()
+        if self.pid == 0:
             try:
-                pid, _ = os.waitpid(-1, 0)
+                run()
+            finally:
+                os._exit(71)
+        self.exit_fd = os.pidfd_open(self.pid)  # readable once the child has exited
+        self.fork_server_killed = False
+
+    def finish(self) -> tuple[int | None, float, int]:
+        """Kill the child and all it started, reap them: (wait status, CPU seconds, leftovers)."""
+        try:
+            wpid, status, usage = os.wait4(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            wpid, status, usage = self.pid, None, None
+        if wpid == 0:
+            os.kill(self.pid, signal.SIGKILL)
+            _, status, usage = os.wait4(self.pid, 0)
+        os.close(self.exit_fd)
+        cpu = (usage.ru_utime + usage.ru_stime) if usage is not None else 0.0
+        return status, cpu, _kill_descendants(self.pid)
+
+
+def _kill_descendants(child_pid: int) -> int:
+    """Kill every process the job started; reap them. How many there were (besides the child)."""
+    if os.getpid() == 1:  # init of our own pid namespace: kill(-1) spares only us
+        return len([pid for pid, _, _ in _kill_all() if pid != child_pid])
+    for target in (lambda: os.killpg(child_pid, signal.SIGKILL), lambda: os.kill(child_pid, signal.SIGKILL)):
+        try:  # not an init: the child's session/process group is the best we can do
+            target()
+        except (ProcessLookupError, PermissionError):
+            pass
+    return 0
+
+
+def _kill_all() -> list[tuple[int, int, object]]:
+    """As pid 1: SIGKILL every other process of the namespace and reap all: (pid, status, usage)."""
+    try:
+        os.kill(-1, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    reaped = []
+    while True:
+        try:
+            reaped.append(os.wait4(-1, 0))
+        except ChildProcessError:
+            return reaped
+
+
+class _Zygote:
+    """A warm fork server: it forks every job's child, so the supervisor itself never forks.
+
+    Why: a fork write-protects every page of the forking process, and the supervisor's own
+    per-job work (parsing, counting, reporting) then copy-on-write faults all over its heap
+    (measured here: ~0.8 ms of CPU per job, about a HumanEval program's worth). The zygote
+    only waits between forks, so it touches few pages. It is a child of the supervisor (pid 1),
+    same uid: a job can kill it (the job then fails, see ``supervise``), never the supervisor,
+    and kill(-1) after a job that left processes behind takes it too; the next job starts a new
+    one. Protocol over a SOCK_SEQPACKET pair: job descriptors in (SCM_RIGHTS); the child's pid,
+    then its wait status and CPU time out.
+    """
+
+    def __init__(self):
+        import socket
+
+        self._socket = socket
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.pid = os.fork()
+        if self.pid == 0:
+            try:
+                mine.close()
+                _zygote_loop(theirs)
+            finally:
+                os._exit(0)
+        theirs.close()
+        self.channel = mine
+        self.alive = True
+
+    def spawn(self, job_fd: int, result_w: int, out_w: int, err_w: int) -> "_ZygoteChild | None":
+        """A child running the job in ``job_fd``; None if the zygote is gone."""
+        try:
+            self._socket.send_fds(self.channel, [b"J"], [job_fd, result_w, out_w, err_w])
+            reply = self.channel.recv(64)
+        except OSError:
+            reply = b""
+        if len(reply) != 8:
+            self.close()
+            return None
+        return _ZygoteChild(self, int.from_bytes(reply, "big"))
+
+    def close(self) -> None:
+        if self.alive:
+            self.alive = False
+            self.channel.close()
+
+
+class _ZygoteChild:
+    """A job's child forked by the zygote; the supervisor watches the zygote's channel."""
+
+    def __init__(self, zygote: _Zygote, pid: int):
+        self.zygote, self.pid = zygote, pid
+        self.exit_fd = zygote.channel.fileno()  # the wait status arrives here (or EOF)
+        self.fork_server_killed = False
+
+    def finish(self) -> tuple[int | None, float, int]:
+        """Reap the child (through the zygote), kill leftovers: (wait status, CPU s, leftovers)."""
+        status, cpu = None, 0.0
+        ready = select.select([self.exit_fd], [], [], 0)[0]
+        message = self.zygote.channel.recv(64) if ready else None
+        if message and len(message) == 16:
+            status, cpu = int.from_bytes(message[:8], "big", signed=True), struct.unpack("d", message[8:])[0]
+        elif message is not None:  # EOF: the zygote died before the child was done -- killed by the job
+            self.fork_server_killed = True
+        if status is None:  # still running (timeout, output flood, host gone) or zygote dead
+            return status, cpu, self._kill_all()
+        leftovers = 0
+        while True:  # job processes that exited after the child did were reparented to us
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 break
-            if pid != child_pid:
+            if pid == 0:
+                break
+            if pid == self.zygote.pid:
+                self.fork_server_killed = True
+            else:
                 leftovers += 1
-    else:  # not an init: the child's session/process group is the best we can do
-        for target in (lambda: os.killpg(child_pid, signal.SIGKILL), lambda: os.kill(child_pid, signal.SIGKILL)):
-            try:
-                target()
-            except (ProcessLookupError, PermissionError):
-                pass
+        others = [name for name in os.listdir("/proc") if name.isdigit() and int(name) not in (1, self.zygote.pid)]
+        if others or not self.zygote.alive or self.fork_server_killed:
+            leftovers += self._kill_all()
+        return status, cpu, leftovers
+
+    def _kill_all(self) -> int:
+        self.zygote.close()
+        leftovers = 0
+        for pid, _, _ in _kill_all():
+            if pid not in (self.pid, self.zygote.pid):
+                leftovers += 1
+        return leftovers
+
+
+def _zygote_loop(channel) -> None:
+    """The zygote's whole life: fork a child per job, report its pid and how it ended."""
+    import socket
+
+    _set_process_name(ZYGOTE_NAME)  # how tests and operators tell it from a job's process
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)  # let go of the host's pipes
+    os.dup2(null, 1)
+    os.close(null)
+    while True:
         try:
-            os.waitpid(child_pid, 0)
-        except ChildProcessError:
-            pass
-    return leftovers
+            _, fds, _, _ = socket.recv_fds(channel, 16, 4)
+        except OSError:
+            return
+        if len(fds) != 4:  # EOF: the supervisor is gone
+            return
+        pid = os.fork()
+        if pid == 0:
+            try:
+                channel.close()
+                _child_from_job_fd(*fds)
+            finally:
+                os._exit(71)
+        for fd in fds:
+            os.close(fd)
+        channel.send(pid.to_bytes(8, "big"))
+        _, status, usage = os.wait4(pid, 0)
+        channel.send(status.to_bytes(8, "big", signed=True) + struct.pack("d", usage.ru_utime + usage.ru_stime))
 
 
-def supervise(program_source: str, tests_source: str, limits: dict, extra_fds: tuple[int, ...] = ()) -> dict:
+def _set_process_name(name: str) -> None:
+    """PR_SET_NAME (``/proc/self/comm`` is not writable for an undumpable process)."""
+    _prctl(15, name.encode()[:15])
+
+
+def _child_from_job_fd(job_fd: int, result_w: int, out_w: int, err_w: int) -> None:
+    """In a zygote's child: read the job the supervisor prepared (a memfd), then run it."""
+    import marshal
+
+    _set_process_name("python3")
+    data = os.pread(job_fd, os.fstat(job_fd).st_size, 0)
+    os.close(job_fd)
+    statements, steps, program_source, token, limits, workdir = marshal.loads(data)
+    os.chdir(workdir)
+    _child_main(statements, steps, program_source, token, result_w, out_w, err_w, limits)
+
+
+def supervise(program_source: str, tests_source: str, limits: dict, extra_fds: tuple[int, ...] = (),
+              zygote: _Zygote | None = None) -> dict:
     """Run one job in the current directory; the verdict and capped output as a dict.
 
     ``extra_fds`` are descriptors to watch for hang-up (the host's request pipe in server mode):
-    if the host goes away the job is killed at once.
+    if the host goes away the job is killed at once. ``zygote`` (server mode, as pid 1) forks
+    the job's child; without one the supervisor forks it itself.
     """
     started = time.monotonic()
     try:
@@ -722,21 +934,27 @@ def supervise(program_source: str, tests_source: str, limits: dict, extra_fds: t
         return _report("failed", f"tests do not parse: {type(exc).__name__}: {exc}"[:DETAIL_CHARS], 0, 0, 0, None, None, b"", b"", started)
     if not any(kind != "setup" for kind, _, _ in steps):
         return _report("failed", "no tests ran: the tests contain no test", 0, 0, 0, None, None, b"", b"", started)
+    statements = compile_statements(stmts)
 
     token = os.urandom(16).hex()
     result_r, result_w = os.pipe()
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            _child_main(stmts, steps, program_source, token, result_w, out_w, err_w, limits)
-        finally:
-            os._exit(71)
+    if zygote is None:
+        child = _DirectChild(lambda: _child_main(statements, steps, program_source, token, result_w, out_w, err_w, limits))
+    else:
+        import marshal
+
+        job_fd = os.memfd_create("amr-job", os.MFD_CLOEXEC)
+        _write_all(job_fd, marshal.dumps((statements, steps, program_source, token, limits, os.getcwd())))
+        child = zygote.spawn(job_fd, result_w, out_w, err_w)
+        os.close(job_fd)
     for fd in (result_w, out_w, err_w):
         os.close(fd)
+    if child is None:
+        for fd in (result_r, out_r, err_r):
+            os.close(fd)
+        return _report("infra_error", "the sandbox's fork server is gone", 0, 0, 0, None, None, b"", b"", started, ["fork server gone"])
 
     cap = int(limits["output_bytes"])
     out, err = _Capture(cap), _Capture(cap)
@@ -746,9 +964,8 @@ def supervise(program_source: str, tests_source: str, limits: dict, extra_fds: t
     deadline = started + float(limits["wall_s"])
     timed_out = over_output = host_gone = False
     exit_code = term_signal = None
-    pidfd = os.pidfd_open(pid)
     poller = select.poll()
-    for fd in (result_r, out_r, err_r, pidfd):
+    for fd in (result_r, out_r, err_r, child.exit_fd):
         poller.register(fd, select.POLLIN)
     for fd in extra_fds:
         poller.register(fd, 0)  # hang-up only
@@ -785,7 +1002,7 @@ def supervise(program_source: str, tests_source: str, limits: dict, extra_fds: t
         for fd, events in poller.poll(remaining * 1000):
             if fd in extra_fds:
                 host_gone = True
-            elif fd == pidfd:
+            elif fd == child.exit_fd:
                 child_exited = True
             elif fd in open_fds and not drain(fd):
                 poller.unregister(fd)
@@ -793,32 +1010,26 @@ def supervise(program_source: str, tests_source: str, limits: dict, extra_fds: t
         if host_gone or out.total + err.total > cap or tally.tamper.startswith("protocol violation: result flood"):
             over_output = not host_gone and out.total + err.total > cap
             break
-    try:
-        wpid, status, usage = os.wait4(pid, os.WNOHANG)
-    except ChildProcessError:
-        wpid, status, usage = pid, 0, None
-    if wpid == 0:
-        os.kill(pid, signal.SIGKILL)
-        wpid, status, usage = os.wait4(pid, 0)
-    if os.WIFEXITED(status):
+    status, cpu_used, leftovers = child.finish()
+    if status is not None and os.WIFEXITED(status):
         exit_code = os.WEXITSTATUS(status)
-    elif os.WIFSIGNALED(status):
+    elif status is not None and os.WIFSIGNALED(status):
         term_signal = os.WTERMSIG(status)
-    cpu_used = (usage.ru_utime + usage.ru_stime) if usage is not None else 0.0
-    leftovers = _kill_everything(pid)
     # What the child wrote before it died is still in the pipes; every writer is dead now
     # (as init) or the reads stop at the cap, so this ends.
     for fd in list(open_fds):
         os.set_blocking(fd, False)
         while fd in open_fds and out.total + err.total <= 2 * cap and drain(fd):
             pass
-    for fd in (result_r, out_r, err_r, pidfd):
+    for fd in (result_r, out_r, err_r):
         os.close(fd)
     over_output = over_output or (not timed_out and out.total + err.total > cap)
 
     anomalies = []
     if leftovers:
         anomalies.append(f"{leftovers} leftover processes killed")
+    if child.fork_server_killed:
+        anomalies.append("fork server killed")
     if host_gone:
         return _report("infra_error", "host went away", tally.tests_run, tally.tests_passed, len(tally.test_indexes), exit_code, term_signal, out.data, err.data, started, anomalies + ["host gone"])
 
@@ -838,6 +1049,8 @@ def supervise(program_source: str, tests_source: str, limits: dict, extra_fds: t
     elif tally.runner_error:
         status, detail = "infra_error", f"runner: {tally.runner_error}"
         anomalies.append("runner error")
+    elif child.fork_server_killed:
+        status, detail = "failed", "the program killed the sandbox's fork server (its parent process)"
     elif tally.tamper:
         status, detail = "failed", tally.tamper
         anomalies.append("tampering")
@@ -948,10 +1161,14 @@ def main_one_shot() -> int:
 
 def _become_undumpable() -> None:
     """Deny same-uid processes /proc/<our pid>/{mem,fd,environ} and ptrace (PR_SET_DUMPABLE=0)."""
+    _prctl(4, 0)
+
+
+def _prctl(option: int, argument) -> None:
     try:
         import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)
+        ctypes.CDLL(None, use_errno=True).prctl(option, argument, 0, 0, 0)
     except (OSError, AttributeError, ImportError):
         pass
 
@@ -1012,13 +1229,15 @@ def main_serve(scratch_dirs: list[str]) -> int:
             __import__(name)
         except ImportError:
             pass
-    import base64  # noqa: F401  (warm for _decode_files)
-    import resource  # noqa: F401
-    import inspect  # noqa: F401
-    import asyncio  # noqa: F401
+    _pytest_shim()
+    # Everything alive now lives as long as the worker: take it out of the collector's view, so
+    # a job's collections never walk (and copy-on-write fault) the warm heap it inherits.
+    gc.collect()
+    gc.freeze()
 
     workdir = os.path.join(scratch_dirs[0], "job")
     nonce = bytearray(256)
+    zygote = None
     while True:
         try:
             size = int.from_bytes(_read_exact(0, FRAME_HEADER), "big")
@@ -1031,7 +1250,9 @@ def main_serve(scratch_dirs: list[str]) -> int:
             os.mkdir(workdir, 0o755)
             _write_files(workdir, {k: v for k, v in files.items() if not k.startswith("_amr_")})
             os.chdir(workdir)
-            report = supervise(program, tests, limits, extra_fds=(0,))
+            if os.getpid() == 1 and (zygote is None or not zygote.alive):
+                zygote = _Zygote()  # only an init can clean up after a zygote's children
+            report = supervise(program, tests, limits, extra_fds=(0,), zygote=zygote)
         except Exception as exc:  # a broken request, not a program: the host retries elsewhere
             report = _report("infra_error", f"worker: {type(exc).__name__}: {exc}"[:DETAIL_CHARS], 0, 0, 0, None, None, b"", b"", time.monotonic(), ["worker error"])
         os.chdir("/")
