@@ -401,12 +401,49 @@ def _set_child_limits(limits: dict) -> None:
         pass
 
 
-def _child_main(statements, steps, program_source, token, result_w, out_w, err_w, limits) -> None:
-    """Run program + tests in this (forked) process and report per test; never returns."""
+def _prepare_job_process(workdir: str) -> None:
+    """The job-independent set-up of a process that will run jobs' code.
+
+    The zygote does it once and every job's child inherits it (so no job pays for it); a child
+    the supervisor forks directly does it first thing. Nothing here survives into another job:
+    each job runs in a fresh fork.
+    """
+    # ``_signal`` is the C module under ``signal``: the same calls without its enum wrapping.
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD):
+        _signal.signal(sig, _signal.SIG_DFL)
+    _signal.signal(signal.SIGINT, _signal.default_int_handler)
+    _signal.signal(signal.SIGXFSZ, _signal.SIG_IGN)  # oversized writes raise EFBIG instead
+    sys.argv = [PROGRAM_FILE]
+    sys.path[:0] = [workdir]
+    sys.modules["pytest"] = _pytest_shim()
+    import types
+
+    module = types.ModuleType(PROGRAM_MODULE)
+    module.__file__ = os.path.join(workdir, PROGRAM_FILE)
+    sys.modules[PROGRAM_MODULE] = module
+
+
+def compile_program(source: str):
+    """The program's code object, or ``(error name, message)`` if it does not compile (the
+    child then reports it as the program raising, as if it had compiled it itself)."""
+    try:
+        return compile(source, PROGRAM_FILE, "exec", dont_inherit=True)
+    except (SyntaxError, ValueError, TypeError, RecursionError, MemoryError, SystemError) as exc:
+        return (type(exc).__name__, str(exc))
+
+
+def _raise_compile_error(error: tuple) -> None:
+    name, message = error
+    raise SyntaxError(message if name == "SyntaxError" else f"{name}: {message}")
+
+
+def _child_main(statements, steps, program, token, result_w, out_w, err_w, limits) -> None:
+    """Run program + tests in this (forked, ``_prepare_job_process``ed) process and report per
+    test; never returns. ``program`` and ``statements`` were compiled by the supervisor."""
     # Everything the runner calls after user code starts is bound here, before it starts: a
     # program that rebinds ``os.write``, ``builtins.compile``, ``ast.Module``... changes nothing.
     write, _exit, fsdecode = os.write, os._exit, os.fsdecode
-    compile_, exec_, code_type = compile, exec, type(_child_main.__code__)
+    exec_, code_type, raise_compile_error = exec, type(_child_main.__code__), _raise_compile_error
     isinstance_, callable_, getattr_, hasattr_, issubclass_ = isinstance, callable, getattr, hasattr, issubclass
     base_exception, memory_error = BaseException, MemoryError
     prefix = token.encode() + b" "
@@ -422,22 +459,8 @@ def _child_main(statements, steps, program_source, token, result_w, out_w, err_w
         os.dup2(err_w, 2)
         os.dup2(result_w, RESULT_FD, inheritable=False)  # exec'd programs never get it
         os.closerange(RESULT_FD + 1, 1 << 16)
-        # ``_signal`` is the C module under ``signal``: the same calls without its enum wrapping.
-        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD):
-            _signal.signal(sig, _signal.SIG_DFL)
-        _signal.signal(signal.SIGINT, _signal.default_int_handler)
-        _signal.signal(signal.SIGXFSZ, _signal.SIG_IGN)  # oversized writes raise EFBIG instead
-        sys.stdin = open(0, "r", closefd=False)
-        sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
-        sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False, buffering=1)
-        sys.argv = [PROGRAM_FILE]
-        sys.path[:0] = [os.getcwd()]
+        # sys.stdin/stdout/stderr wrap fds 0-2, now the job's; ``_prepare_std_streams`` set them up
         _set_child_limits(limits)
-        try:  # where a memory cgroup caps the worker, its OOM killer takes job processes first
-            with open("/proc/self/oom_score_adj", "w") as adj:
-                adj.write("1000")
-        except OSError:
-            pass
     except base_exception as exc:  # the runner itself failed: not the program's fault
         send("X", -1, f"child setup: {exc!r}")
         _exit(70)
@@ -464,7 +487,6 @@ def _child_main(statements, steps, program_source, token, result_w, out_w, err_w
                 raise PermissionError(f"blocked by the test harness: {path}")
 
     import builtins
-    import types
     import unittest
 
     watched = (("builtins", builtins.__dict__), ("TestCase", unittest.TestCase.__dict__))
@@ -501,21 +523,13 @@ def _child_main(statements, steps, program_source, token, result_w, out_w, err_w
                 pass
 
     parameter_sets_of = _parameter_sets
-    sys.modules["pytest"] = _pytest_shim()  # built once per worker, before the fork
-    module = types.ModuleType(PROGRAM_MODULE)
-    module.__file__ = os.path.join(os.getcwd(), PROGRAM_FILE)
-    sys.modules[PROGRAM_MODULE] = module
-    namespace = module.__dict__
+    namespace = sys.modules[PROGRAM_MODULE].__dict__
     pristine = snapshot()
     sys.addaudithook(audit)
 
-    def run_program() -> None:
-        exec_(compile_(program_source, PROGRAM_FILE, "exec", dont_inherit=True), namespace)
-
-    def run_statement(i: int) -> None:
-        code = statements[i]
-        if not isinstance_(code, code_type):  # the supervisor could not compile it: (error, message)
-            raise SyntaxError(code[1] if code[0] == "SyntaxError" else f"{code[0]}: {code[1]}")
+    def run_code(code) -> None:
+        if not isinstance_(code, code_type):  # the supervisor could not compile it
+            raise_compile_error(code)
         exec_(code, namespace)
 
     def call(fn, **kwargs) -> None:
@@ -590,7 +604,7 @@ def _child_main(statements, steps, program_source, token, result_w, out_w, err_w
                     instance.teardown_method(method)
 
     try:
-        run_program()
+        run_code(program)
     except base_exception as exc:
         flush()
         send("M" if isinstance_(exc, memory_error) else "E", -1, "program raised " + describe(exc))
@@ -600,7 +614,7 @@ def _child_main(statements, steps, program_source, token, result_w, out_w, err_w
     for index, (kind, target, label) in enumerate(steps):
         if kind == "setup":
             try:
-                run_statement(target)
+                run_code(statements[target])
             except base_exception as exc:
                 flush()
                 send("M" if isinstance_(exc, memory_error) else "E", index, f"tests setup ({label}) raised {describe(exc)}")
@@ -609,7 +623,7 @@ def _child_main(statements, steps, program_source, token, result_w, out_w, err_w
         send("B", index, label)
         try:
             if kind == "test":
-                run_statement(target)
+                run_code(statements[target])
             elif kind == "function":
                 run_function(target)
             else:
@@ -791,9 +805,11 @@ class _Zygote:
     then its wait status and CPU time out.
     """
 
-    def __init__(self):
+    def __init__(self, workdir: str):
         import socket
 
+        if os.getpid() != 1:  # its cleanup is kill(-1): only an init of its own namespace may do that
+            raise RuntimeError("the fork server needs the supervisor to be pid 1 of its own pid namespace")
         self._socket = socket
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         sys.stdout.flush()
@@ -802,7 +818,7 @@ class _Zygote:
         if self.pid == 0:
             try:
                 mine.close()
-                _zygote_loop(theirs)
+                _zygote_loop(theirs, workdir)
             finally:
                 os._exit(0)
         theirs.close()
@@ -872,15 +888,17 @@ class _ZygoteChild:
         return leftovers
 
 
-def _zygote_loop(channel) -> None:
+def _zygote_loop(channel, workdir: str) -> None:
     """The zygote's whole life: fork a child per job, report its pid and how it ended."""
     import socket
 
     _set_process_name(ZYGOTE_NAME)  # how tests and operators tell it from a job's process
+    _prefer_as_oom_victim()  # inherited by every job's child
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)  # let go of the host's pipes
     os.dup2(null, 1)
     os.close(null)
+    _prepare_job_process(workdir)
     while True:
         try:
             _, fds, _, _ = socket.recv_fds(channel, 16, 4)
@@ -902,6 +920,23 @@ def _zygote_loop(channel) -> None:
         channel.send(status.to_bytes(8, "big", signed=True) + struct.pack("d", usage.ru_utime + usage.ru_stime))
 
 
+def _prefer_as_oom_victim() -> None:
+    """oom_score_adj 1000: where a memory cgroup caps the worker, its OOM killer takes job
+    processes before the supervisor. An undumpable process cannot open its own /proc files,
+    so this briefly becomes dumpable; no job process exists yet when it runs."""
+    _prctl(4, 1)
+    try:
+        fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY)
+        try:
+            os.write(fd, b"1000")
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+    finally:
+        _prctl(4, 0)
+
+
 def _set_process_name(name: str) -> None:
     """PR_SET_NAME (``/proc/self/comm`` is not writable for an undumpable process)."""
     _prctl(15, name.encode()[:15])
@@ -914,9 +949,9 @@ def _child_from_job_fd(job_fd: int, result_w: int, out_w: int, err_w: int) -> No
     _set_process_name("python3")
     data = os.pread(job_fd, os.fstat(job_fd).st_size, 0)
     os.close(job_fd)
-    statements, steps, program_source, token, limits, workdir = marshal.loads(data)
+    statements, steps, program, token, limits, workdir = marshal.loads(data)
     os.chdir(workdir)
-    _child_main(statements, steps, program_source, token, result_w, out_w, err_w, limits)
+    _child_main(statements, steps, program, token, result_w, out_w, err_w, limits)
 
 
 def supervise(program_source: str, tests_source: str, limits: dict, extra_fds: tuple[int, ...] = (),
@@ -935,18 +970,23 @@ def supervise(program_source: str, tests_source: str, limits: dict, extra_fds: t
     if not any(kind != "setup" for kind, _, _ in steps):
         return _report("failed", "no tests ran: the tests contain no test", 0, 0, 0, None, None, b"", b"", started)
     statements = compile_statements(stmts)
+    program = compile_program(program_source)
 
     token = os.urandom(16).hex()
     result_r, result_w = os.pipe()
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     if zygote is None:
-        child = _DirectChild(lambda: _child_main(statements, steps, program_source, token, result_w, out_w, err_w, limits))
+        def run_child() -> None:
+            _prepare_job_process(os.getcwd())
+            _child_main(statements, steps, program, token, result_w, out_w, err_w, limits)
+
+        child = _DirectChild(run_child)
     else:
         import marshal
 
         job_fd = os.memfd_create("amr-job", os.MFD_CLOEXEC)
-        _write_all(job_fd, marshal.dumps((statements, steps, program_source, token, limits, os.getcwd())))
+        _write_all(job_fd, marshal.dumps((statements, steps, program, token, limits, os.getcwd())))
         child = zygote.spawn(job_fd, result_w, out_w, err_w)
         os.close(job_fd)
     for fd in (result_w, out_w, err_w):
@@ -1136,6 +1176,14 @@ def _job_from_files(files: dict[str, bytes]) -> tuple[str, str, dict]:
     return program, tests, manifest["limits"]
 
 
+def _prepare_std_streams() -> None:
+    """Set up the runner's own sys.stdout/stderr the way a job's child uses them once it has
+    pointed fds 1 and 2 at its capture pipes (so the child needs no new stream objects):
+    UTF-8 that never fails on a lone surrogate, stderr line-buffered. Nothing was written yet."""
+    sys.stdout.reconfigure(encoding="utf-8", errors="backslashreplace")
+    sys.stderr.reconfigure(encoding="utf-8", errors="backslashreplace", line_buffering=True)
+
+
 def main_one_shot() -> int:
     """Run the job in the current directory; print one ``AMR-REPORT`` line (nonce from stdin)."""
     files = {}
@@ -1144,6 +1192,7 @@ def main_one_shot() -> int:
             files[name] = f.read()
     program, tests, limits = _job_from_files(files)
     _become_undumpable()
+    _prepare_std_streams()
     report = supervise(program, tests, limits)
     report["nonce"] = sys.stdin.readline().strip()  # read only now: every user process is dead
     # Keep the report line within half the output cap, so a backend capping this process's
@@ -1164,50 +1213,49 @@ def _become_undumpable() -> None:
     _prctl(4, 0)
 
 
-def _prctl(option: int, argument) -> None:
-    try:
-        import ctypes
+_PRCTL = []
 
-        ctypes.CDLL(None, use_errno=True).prctl(option, argument, 0, 0, 0)
+
+def _prctl(option: int, argument) -> None:
+    """libc's prctl (looked up once: a forked job child calls it through the cached function)."""
+    try:
+        if not _PRCTL:
+            import ctypes
+
+            _PRCTL.append(ctypes.CDLL(None, use_errno=True).prctl)
+        _PRCTL[0](option, argument, 0, 0, 0)
     except (OSError, AttributeError, ImportError):
         pass
 
 
 def _sysv_ipc_in_use() -> bool:
-    for kind in ("shm", "sem", "msg"):
+    """Any System V shared memory, semaphore or queue in the namespace (a header line each, else)."""
+    for path in ("/proc/sysvipc/shm", "/proc/sysvipc/sem", "/proc/sysvipc/msg"):
         try:
-            with open(f"/proc/sysvipc/{kind}") as f:
-                if len(f.read().splitlines()) > 1:
-                    return True
+            fd = os.open(path, os.O_RDONLY)
         except OSError:
-            pass
+            continue
+        try:
+            if os.read(fd, 65536).count(b"\n") > 1:
+                return True
+        finally:
+            os.close(fd)
     return False
 
 
 def _empty_dir(path: str) -> bool:
-    """Remove everything inside ``path`` without following links; False if anything stayed."""
-    import shutil
+    """Remove everything inside ``path`` without following links; False if anything stayed.
 
-    def retry(func, target, _exc) -> None:
-        parent = os.path.dirname(target)
-        try:
-            os.chmod(parent, 0o700)
-            os.chmod(target, 0o700, follow_symlinks=False)
-        except OSError:
-            pass
-        try:
-            func(target)
-        except OSError:
-            pass
-
+    Runs when every process of the job is dead, so nothing changes underneath it.
+    """
     try:
-        entries = os.listdir(path)
+        with os.scandir(path) as entries:
+            found = [(entry.path, entry.is_dir(follow_symlinks=False)) for entry in entries]
     except OSError:
         return False
-    for name in entries:
-        target = os.path.join(path, name)
-        if os.path.isdir(target) and not os.path.islink(target):
-            shutil.rmtree(target, onerror=retry)
+    for target, is_dir in found:
+        if is_dir:
+            _remove_tree(target)
         else:
             try:
                 os.unlink(target)
@@ -1219,11 +1267,40 @@ def _empty_dir(path: str) -> bool:
         return False
 
 
+def _remove_tree(path: str) -> None:
+    """``rm -r`` that never follows links; a folder of plain files (a job's) goes the short way."""
+    try:
+        with os.scandir(path) as entries:
+            found = [(entry.path, entry.is_dir(follow_symlinks=False)) for entry in entries]
+        if not any(is_dir for _, is_dir in found):
+            for target, _ in found:
+                os.unlink(target)
+            os.rmdir(path)
+            return
+    except OSError:
+        pass  # unreadable or undeletable entries: the careful way below
+    import shutil
+
+    def retry(func, target, _exc) -> None:
+        try:
+            os.chmod(os.path.dirname(target), 0o700)
+            os.chmod(target, 0o700, follow_symlinks=False)
+        except OSError:
+            pass
+        try:
+            func(target)
+        except OSError:
+            pass
+
+    shutil.rmtree(path, onerror=retry)
+
+
 def main_serve(scratch_dirs: list[str]) -> int:
     """Worker loop: job frame in, (children die), nonce frame in, report frame out. Forever."""
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_IGN if sig == signal.SIGPIPE else signal.SIG_DFL)
     _become_undumpable()
+    _prepare_std_streams()
     for name in WARM_MODULES:
         try:
             __import__(name)
@@ -1251,7 +1328,7 @@ def main_serve(scratch_dirs: list[str]) -> int:
             _write_files(workdir, {k: v for k, v in files.items() if not k.startswith("_amr_")})
             os.chdir(workdir)
             if os.getpid() == 1 and (zygote is None or not zygote.alive):
-                zygote = _Zygote()  # only an init can clean up after a zygote's children
+                zygote = _Zygote(workdir)  # only an init can clean up after a zygote's children
             report = supervise(program, tests, limits, extra_fds=(0,), zygote=zygote)
         except Exception as exc:  # a broken request, not a program: the host retries elsewhere
             report = _report("infra_error", f"worker: {type(exc).__name__}: {exc}"[:DETAIL_CHARS], 0, 0, 0, None, None, b"", b"", time.monotonic(), ["worker error"])
