@@ -39,8 +39,9 @@ The program and its tests are untrusted and adversarial (model-written code may 
 * In-process tampering the child's runner detects: ``assert`` cannot be disabled by rebinding
   ``builtins.AssertionError`` (the bytecode loads the real class); a Python audit hook installed
   before user code blocks and reports tracing/profiling hooks, ``gc`` object walks, ``ctypes``
-  and opening ``/proc/*/{mem,fd,environ}``; identities of ``builtins`` and ``unittest.TestCase``
-  members are compared before and after each test; calls to other test runners
+  and opening ``/proc/*/{mem,fd,environ}``; identities of the ``builtins`` and
+  ``unittest.TestCase`` members the tests name (and the runner calls) are compared after the
+  program and after each test (``watched_names``); calls to other test runners
   (``unittest.main()``, ``pytest.main()``) are not executed: this runner is the test runner.
 
 Residual risk (documented, not solved): tests execute in the same interpreter as the program, so
@@ -423,6 +424,28 @@ def _prepare_job_process(workdir: str) -> None:
     sys.modules[PROGRAM_MODULE] = module
 
 
+# TestCase members the runner itself calls, watched for every job.
+RUNNER_TESTCASE_NAMES = ("__init__", "setUpClass", "setUp", "tearDown", "doCleanups")
+
+
+def watched_names(statements: list) -> tuple[str, ...]:
+    """The names whose ``builtins``/``unittest.TestCase`` bindings a job's child checks after
+    the program and after every test: every name the tests' code refers to (globals and
+    attributes, nested functions and classes included), and what the runner calls itself.
+
+    A program that rebinds one of them (``builtins.len``, ``TestCase.assertEqual``) is caught;
+    rebinding a builtin the tests never name cannot change what they compute by name.
+    """
+    names = set(RUNNER_TESTCASE_NAMES)
+    code_type = type(watched_names.__code__)
+    stack = [code for code in statements if isinstance(code, code_type)]
+    while stack:
+        code = stack.pop()
+        names.update(code.co_names)
+        stack.extend(const for const in code.co_consts if isinstance(const, code_type))
+    return tuple(sorted(names))
+
+
 def compile_program(source: str):
     """The program's code object, or ``(error name, message)`` if it does not compile (the
     child then reports it as the program raising, as if it had compiled it itself)."""
@@ -437,7 +460,7 @@ def _raise_compile_error(error: tuple) -> None:
     raise SyntaxError(message if name == "SyntaxError" else f"{name}: {message}")
 
 
-def _child_main(statements, steps, program, token, result_w, out_w, err_w, limits) -> None:
+def _child_main(statements, steps, program, watch, token, result_w, out_w, err_w, limits) -> None:
     """Run program + tests in this (forked, ``_prepare_job_process``ed) process and report per
     test; never returns. ``program`` and ``statements`` were compiled by the supervisor."""
     # Everything the runner calls after user code starts is bound here, before it starts: a
@@ -491,21 +514,23 @@ def _child_main(statements, steps, program, token, result_w, out_w, err_w, limit
 
     watched = (("builtins", builtins.__dict__), ("TestCase", unittest.TestCase.__dict__))
     test_case, skip_test = unittest.TestCase, unittest.SkipTest
-    tuple_, is_ = tuple, operator.is_
+    tuple_, is_, absent = tuple, operator.is_, object()
 
     def snapshot() -> tuple:
-        # Keys and values by identity, in order (C-speed; ``==`` could run a patched ``__eq__``).
-        return tuple_((tuple_(d), tuple_(d.values())) for _, d in watched)
+        # By identity (``==`` could run a patched ``__eq__``); only the watched names: touching
+        # every builtin would copy-on-write fault ~90 pages per job (see ``watched_names``).
+        return tuple_(tuple_([d.get(name, absent) for name in watch]) for _, d in watched)
 
     def check_untouched(before: tuple) -> None:
         after = snapshot()
-        if all(len(a[0]) == len(b[0]) and all(map(is_, a[0], b[0])) and all(map(is_, a[1], b[1]))
-               for a, b in zip(before, after)):
+        if all(map(is_, before[0], after[0])) and all(map(is_, before[1], after[1])):
             return
-        changed = []  # names added since are no patch; replaced or deleted ones are
-        for (where, _), (keys, values), (now_keys, now_values) in zip(watched, before, after):
-            now = dict(zip(now_keys, now_values))
-            changed += [f"{where}.{k}" for k, v in zip(keys, values) if now.get(k, changed) is not v]
+        changed = [  # a name added since is no patch; a replaced or deleted one is
+            f"{where}.{name}"
+            for (where, _), old, new in zip(watched, before, after)
+            for name, was, now in zip(watch, old, new)
+            if was is not absent and was is not now
+        ]
         if changed:
             tamper("patched " + ", ".join(sorted(changed)[:5]))
 
@@ -949,9 +974,9 @@ def _child_from_job_fd(job_fd: int, result_w: int, out_w: int, err_w: int) -> No
     _set_process_name("python3")
     data = os.pread(job_fd, os.fstat(job_fd).st_size, 0)
     os.close(job_fd)
-    statements, steps, program, token, limits, workdir = marshal.loads(data)
+    statements, steps, program, watch, token, limits, workdir = marshal.loads(data)
     os.chdir(workdir)
-    _child_main(statements, steps, program, token, result_w, out_w, err_w, limits)
+    _child_main(statements, steps, program, watch, token, result_w, out_w, err_w, limits)
 
 
 def supervise(program_source: str, tests_source: str, limits: dict, extra_fds: tuple[int, ...] = (),
@@ -971,6 +996,7 @@ def supervise(program_source: str, tests_source: str, limits: dict, extra_fds: t
         return _report("failed", "no tests ran: the tests contain no test", 0, 0, 0, None, None, b"", b"", started)
     statements = compile_statements(stmts)
     program = compile_program(program_source)
+    watch = watched_names(statements)
 
     token = os.urandom(16).hex()
     result_r, result_w = os.pipe()
@@ -979,14 +1005,14 @@ def supervise(program_source: str, tests_source: str, limits: dict, extra_fds: t
     if zygote is None:
         def run_child() -> None:
             _prepare_job_process(os.getcwd())
-            _child_main(statements, steps, program, token, result_w, out_w, err_w, limits)
+            _child_main(statements, steps, program, watch, token, result_w, out_w, err_w, limits)
 
         child = _DirectChild(run_child)
     else:
         import marshal
 
         job_fd = os.memfd_create("amr-job", os.MFD_CLOEXEC)
-        _write_all(job_fd, marshal.dumps((statements, steps, program, token, limits, os.getcwd())))
+        _write_all(job_fd, marshal.dumps((statements, steps, program, watch, token, limits, os.getcwd())))
         child = zygote.spawn(job_fd, result_w, out_w, err_w)
         os.close(job_fd)
     for fd in (result_w, out_w, err_w):
@@ -1147,6 +1173,17 @@ def _write_all(fd: int, data) -> None:
         view = view[os.write(fd, view):]
 
 
+def _writev_all(fd: int, parts: list) -> None:
+    """``parts`` in order, in one system call when the pipe takes them all (no joined copy)."""
+    written = os.writev(fd, parts)
+    for part in parts:
+        if written >= len(part):
+            written -= len(part)
+            continue
+        _write_all(fd, memoryview(part)[written:])
+        written = 0
+
+
 def _decode_files(files: dict) -> dict[str, bytes]:
     import base64
 
@@ -1161,7 +1198,8 @@ def _write_files(workdir: str, files: dict[str, bytes]) -> None:
         if name.startswith("/") or ".." in name.split("/"):
             raise ValueError(f"bad file name {name!r}")
         path = os.path.join(workdir, name)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        if "/" in name:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
         try:
             _write_all(fd, data)
@@ -1351,10 +1389,8 @@ def main_serve(scratch_dirs: list[str]) -> int:
         except EOFError:
             return 0
         body = json.dumps(report).encode()
-        payload = [memoryview(nonce)[:nonce_size], b"\n", body]
-        _write_all(1, (nonce_size + 1 + len(body)).to_bytes(FRAME_HEADER, "big"))
-        for part in payload:
-            _write_all(1, part)
+        header = (nonce_size + 1 + len(body)).to_bytes(FRAME_HEADER, "big")
+        _writev_all(1, [header, memoryview(nonce)[:nonce_size], b"\n", body])
         nonce[:] = bytes(len(nonce))
 
 
