@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 
 from amr_dagster.sandbox.base import Sandbox, SandboxUnavailable
-from amr_dagster.sandbox.runner_main import ZYGOTE_NAME
 
 BACKENDS = ("local", "docker")
 
@@ -63,19 +62,33 @@ def _status_fields(pid: str) -> dict[str, str]:
     return fields
 
 
-def _inner_parent(pid: str) -> str:
-    """The pid, inside its own namespace, of ``pid``'s parent ("" if gone)."""
-    try:
-        parent = _status_fields(pid).get("PPid", "")
-        return _status_fields(parent).get("NSpid", parent).split()[-1]
-    except (FileNotFoundError, ProcessLookupError, PermissionError, IndexError):
-        return ""
+def _start_time(pid: str) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+
+
+def _fork_servers(candidates: dict[str, dict[str, str]]) -> set[str]:
+    """The workers' fork servers (runner_main ``_Zygote``) among ``candidates``: each worker
+    init's oldest child. The init starts it before a job and, after any job that leaves a
+    process behind, kills everything and starts a new one later, so no process of a job is
+    ever older than the fork server it came from."""
+    oldest: dict[str, tuple[int, str]] = {}
+    for pid, fields in candidates.items():
+        parent = fields.get("PPid", "")
+        try:
+            if _status_fields(parent).get("NSpid", parent).split()[-1] != "1":
+                continue
+            started = _start_time(pid)
+        except (FileNotFoundError, ProcessLookupError, PermissionError, IndexError, ValueError):
+            continue
+        if parent not in oldest or started < oldest[parent][0]:
+            oldest[parent] = (started, pid)
+    return {pid for _, pid in oldest.values()}
 
 
 def leftover_processes(sandbox: Sandbox) -> list[str]:
     """Host processes of the sandbox's uids that are not a worker's own (bwrap or pid-1 loop)."""
     uids = sandbox_uids(sandbox)
-    found = []
+    candidates: dict[str, dict[str, str]] = {}
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
@@ -89,7 +102,10 @@ def leftover_processes(sandbox: Sandbox) -> list[str]:
         inner_pid = fields.get("NSpid", pid).split()[-1]
         if fields.get("Name") in ("bwrap", "prlimit") or inner_pid == "1" or fields.get("State", "").startswith("Z"):
             continue
-        if fields.get("Name") == ZYGOTE_NAME and _inner_parent(pid) == "1":
-            continue  # the worker's fork server
-        found.append(f"pid {pid} (inner {inner_pid}) {fields.get('Name')}: {cmdline[:120]}")
-    return found
+        candidates[pid] = {**fields, "cmdline": cmdline}
+    servers = _fork_servers(candidates)
+    return [
+        f"pid {pid} (inner {fields.get('NSpid', pid).split()[-1]}) {fields.get('Name')}: {fields['cmdline'][:120]}"
+        for pid, fields in candidates.items()
+        if pid not in servers
+    ]

@@ -125,6 +125,7 @@ class _MemoryCgroup:
 
     def __init__(self, path: str):
         self.path = path
+        self.oom_control = os.path.join(path, "memory.oom_control")
 
     @staticmethod
     def parent() -> str | None:
@@ -176,14 +177,17 @@ class _MemoryCgroup:
             f.write(str(int(limit_bytes)))
 
     def oom_kills(self) -> int:
+        """The ``oom_kill`` counter (read after every job: one open, read, close)."""
         try:
-            with open(os.path.join(self.path, "memory.oom_control")) as f:
-                for line in f:
-                    if line.startswith("oom_kill "):
-                        return int(line.split()[1])
+            fd = os.open(self.oom_control, os.O_RDONLY)
+            try:
+                text = os.read(fd, 4096)
+            finally:
+                os.close(fd)
         except OSError:
-            pass
-        return 0
+            return 0
+        _, found, rest = text.partition(b"\noom_kill ")
+        return int(rest.split(b"\n", 1)[0]) if found else 0
 
     def remove(self) -> None:
         for _ in range(50):
@@ -207,6 +211,8 @@ class _Worker:
         self.stderr_file = None
         self.cgroup: _MemoryCgroup | None = None
         self.cgroup_limit = 0
+        self.oom_kills_seen = 0
+        self.read_ahead = bytearray()
         self.starts = 0
 
     def argv(self, runner_fd: int) -> list[str]:
@@ -246,6 +252,8 @@ class _Worker:
         if self.sandbox.memory_cgroups:
             self.cgroup = _MemoryCgroup.create(f"{self.uid}-{self.starts}", self.uid)
             self.cgroup_limit = 0
+            self.oom_kills_seen = 0
+        self.read_ahead = bytearray()
         runner_fd = os.memfd_create("amr-runner", 0)
         try:
             os.write(runner_fd, harness.runner_source().encode("utf-8"))
@@ -302,7 +310,7 @@ class _Worker:
             self.start()
         started = time.monotonic()
         deadline = started + job.limits.wall_s + self.sandbox.grace_s
-        oom_kills_before = self._prepare_cgroup(job)
+        self._prepare_cgroup(job)
         try:
             self._send(harness.encode_request(job))
             frame = harness.read_frame(lambda n: self._read_exact(n, deadline))
@@ -313,16 +321,19 @@ class _Worker:
             return harness.infra_error(job, detail + (f"; stderr: {tail[-500:]}" if tail else ""), time.monotonic() - started)
         self.jobs_done += 1
         result = harness.decode_report(job, frame, time.monotonic() - started)
-        if self.cgroup is not None and self.cgroup.oom_kills() > oom_kills_before:
-            result = _as_oom(result, self.cgroup_limit)
+        if self.cgroup is not None:
+            kills = self.cgroup.oom_kills()
+            if kills > self.oom_kills_seen:
+                self.oom_kills_seen = kills
+                result = _as_oom(result, self.cgroup_limit)
         if result.anomalies:
             self.stop()  # a fresh worker after any anomaly
         return result
 
-    def _prepare_cgroup(self, job: SandboxJob) -> int:
-        """Size the worker's memory cgroup for this job; the OOM-kill count before it."""
+    def _prepare_cgroup(self, job: SandboxJob) -> None:
+        """Size the worker's memory cgroup for this job."""
         if self.cgroup is None:
-            return 0
+            return
         limit = job.limits.memory_bytes + self.sandbox.tmp_bytes + self.sandbox.shm_bytes + WORKER_OVERHEAD_BYTES
         if limit != self.cgroup_limit:
             try:
@@ -330,7 +341,6 @@ class _Worker:
                 self.cgroup_limit = limit
             except OSError:
                 pass  # usage above the new limit (EBUSY): keep the old one for this job
-        return self.cgroup.oom_kills()
 
     def _send(self, data: bytes) -> None:
         fd = self.proc.stdin.fileno()
@@ -339,8 +349,10 @@ class _Worker:
             view = view[os.write(fd, view):]
 
     def _read_exact(self, size: int, deadline: float) -> bytes:
+        """``size`` bytes of the worker's answer; reads ahead (a report's header and body
+        usually arrive in one read), keeping what is beyond ``size`` for the next call."""
         fd = self.proc.stdout.fileno()
-        buf = bytearray()
+        buf = self.read_ahead
         while len(buf) < size:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -348,11 +360,12 @@ class _Worker:
             ready, _, _ = select.select([fd], [], [], remaining)
             if not ready:
                 continue
-            chunk = os.read(fd, size - len(buf))
+            chunk = os.read(fd, max(size - len(buf), 65536))
             if not chunk:
                 raise EOFError(f"worker exited (code {self.proc.poll()})")
             buf += chunk
-        return bytes(buf)
+        self.read_ahead = buf[size:]
+        return bytes(buf[:size])
 
 
 class BubblewrapSandbox:

@@ -86,7 +86,6 @@ RESULT_FD = 3
 DETAIL_CHARS = 300
 MAX_RESULT_BYTES = 1 << 20
 FRAME_HEADER = 8
-ZYGOTE_NAME = "amr-zygote"
 
 # Modules imported once by a worker so forked children start warm (throughput). Not here on
 # purpose: ``threading`` and what imports it (``asyncio``, ``logging``, ``unittest.mock``):
@@ -915,9 +914,9 @@ class _ZygoteChild:
 
 def _zygote_loop(channel, workdir: str) -> None:
     """The zygote's whole life: fork a child per job, report its pid and how it ended."""
+    import marshal
     import socket
 
-    _set_process_name(ZYGOTE_NAME)  # how tests and operators tell it from a job's process
     _prefer_as_oom_victim()  # inherited by every job's child
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)  # let go of the host's pipes
@@ -931,14 +930,20 @@ def _zygote_loop(channel, workdir: str) -> None:
             return
         if len(fds) != 4:  # EOF: the supervisor is gone
             return
+        job_fd, result_w, out_w, err_w = fds
+        # Unpacked here, not in the child: a page first written here is cheap to reuse, while
+        # every page a child writes first is copied (the child only has to use these objects).
+        statements, steps, program, watch, token, limits, job_dir = marshal.loads(os.pread(job_fd, os.fstat(job_fd).st_size, 0))
+        os.close(job_fd)
+        os.chdir(job_dir)
         pid = os.fork()
         if pid == 0:
-            try:
-                channel.close()
-                _child_from_job_fd(*fds)
+            try:  # the channel and every other descriptor are closed before user code runs
+                _child_main(statements, steps, program, watch, token, result_w, out_w, err_w, limits)
             finally:
                 os._exit(71)
-        for fd in fds:
+        del statements, steps, program, watch, token
+        for fd in (result_w, out_w, err_w):
             os.close(fd)
         channel.send(pid.to_bytes(8, "big"))
         _, status, usage = os.wait4(pid, 0)
@@ -960,23 +965,6 @@ def _prefer_as_oom_victim() -> None:
         pass
     finally:
         _prctl(4, 0)
-
-
-def _set_process_name(name: str) -> None:
-    """PR_SET_NAME (``/proc/self/comm`` is not writable for an undumpable process)."""
-    _prctl(15, name.encode()[:15])
-
-
-def _child_from_job_fd(job_fd: int, result_w: int, out_w: int, err_w: int) -> None:
-    """In a zygote's child: read the job the supervisor prepared (a memfd), then run it."""
-    import marshal
-
-    _set_process_name("python3")
-    data = os.pread(job_fd, os.fstat(job_fd).st_size, 0)
-    os.close(job_fd)
-    statements, steps, program, watch, token, limits, workdir = marshal.loads(data)
-    os.chdir(workdir)
-    _child_main(statements, steps, program, watch, token, result_w, out_w, err_w, limits)
 
 
 def supervise(program_source: str, tests_source: str, limits: dict, extra_fds: tuple[int, ...] = (),
