@@ -67,6 +67,7 @@ from __future__ import annotations
 
 import _signal
 import ast
+import fcntl
 import gc
 import json
 import operator
@@ -85,6 +86,7 @@ PROGRAM_MODULE = "solution"
 RESULT_FD = 3
 DETAIL_CHARS = 300
 MAX_RESULT_BYTES = 1 << 20
+RESULT_POLL_S = 0.05
 FRAME_HEADER = 8
 
 # Modules imported once by a worker so forked children start warm (throughput). Not here on
@@ -838,6 +840,7 @@ class _Zygote:
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         sys.stdout.flush()
         sys.stderr.flush()
+        _release_free_memory()  # every page the zygote holds is copied (in page tables) per job
         self.pid = os.fork()
         if self.pid == 0:
             try:
@@ -988,6 +991,10 @@ def supervise(program_source: str, tests_source: str, limits: dict, extra_fds: t
 
     token = os.urandom(16).hex()
     result_r, result_w = os.pipe()
+    try:
+        fcntl.fcntl(result_w, fcntl.F_SETPIPE_SZ, MAX_RESULT_BYTES)
+    except OSError:
+        pass  # over this user's pipe quota: the default size, read every RESULT_POLL_S
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     if zygote is None:
@@ -1018,26 +1025,34 @@ def supervise(program_source: str, tests_source: str, limits: dict, extra_fds: t
     deadline = started + float(limits["wall_s"])
     timed_out = over_output = host_gone = False
     exit_code = term_signal = None
+    # The result pipe is read whenever something else wakes us and at least every
+    # RESULT_POLL_S, not on each line (a wake-up per test line costs more than the test);
+    # it holds MAX_RESULT_BYTES, so a child never blocks on it before we look.
+    os.set_blocking(result_r, False)
     poller = select.poll()
-    for fd in (result_r, out_r, err_r, child.exit_fd):
+    for fd in (out_r, err_r, child.exit_fd):
         poller.register(fd, select.POLLIN)
     for fd in extra_fds:
         poller.register(fd, 0)  # hang-up only
     open_fds = {result_r, out_r, err_r}
     child_exited = False
 
-    def drain(fd: int) -> bool:
+    def drain(fd: int) -> bool | None:
+        """Read once: True if more may follow, False at EOF or flood, None if nothing yet."""
         nonlocal result_bytes
         try:
             chunk = os.read(fd, 65536)
         except BlockingIOError:
-            return True
+            return None
         if not chunk:
+            if fd == result_r:
+                open_fds.discard(fd)
             return False
         if fd == result_r:
             result_bytes += len(chunk)
             if result_bytes > MAX_RESULT_BYTES:
                 tally.violation("result flood")
+                open_fds.discard(fd)
                 return False
             pending.extend(chunk)
             while b"\n" in pending:
@@ -1053,7 +1068,7 @@ def supervise(program_source: str, tests_source: str, limits: dict, extra_fds: t
         if remaining <= 0:
             timed_out = True
             break
-        for fd, events in poller.poll(remaining * 1000):
+        for fd, events in poller.poll(min(remaining, RESULT_POLL_S) * 1000):
             if fd in extra_fds:
                 host_gone = True
             elif fd == child.exit_fd:
@@ -1061,6 +1076,8 @@ def supervise(program_source: str, tests_source: str, limits: dict, extra_fds: t
             elif fd in open_fds and not drain(fd):
                 poller.unregister(fd)
                 open_fds.discard(fd)
+        while result_r in open_fds and drain(result_r) is not None:
+            pass
         if host_gone or out.total + err.total > cap or tally.tamper.startswith("protocol violation: result flood"):
             over_output = not host_gone and out.total + err.total > cap
             break
@@ -1237,6 +1254,16 @@ def main_one_shot() -> int:
 def _become_undumpable() -> None:
     """Deny same-uid processes /proc/<our pid>/{mem,fd,environ} and ptrace (PR_SET_DUMPABLE=0)."""
     _prctl(4, 0)
+
+
+def _release_free_memory() -> None:
+    """glibc's malloc_trim(0): hand freed heap pages back (imports leave megabytes of them)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError, ImportError):
+        pass
 
 
 _PRCTL = []
