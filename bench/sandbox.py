@@ -65,7 +65,7 @@ def naive_local(programs: list[tuple[str, str]], concurrency: int) -> dict:
             "concurrency": concurrency}
 
 
-def project_local(programs: list[tuple[str, str]], workers: int) -> dict:
+def project_local(programs: list[tuple[str, str]], workers: int | None = None) -> dict:
     """The bubblewrap backend, worker start-up included (the self-test is not timed)."""
     from amr_dagster.sandbox.bubblewrap import BubblewrapSandbox
 
@@ -76,10 +76,11 @@ def project_local(programs: list[tuple[str, str]], workers: int) -> dict:
         results = run_with_retries(sandbox, jobs)
         elapsed = time.perf_counter() - started
         sandbox.self_test()
+        count = len(sandbox.worker_uids())
     finally:
         sandbox.close()
     passed = sum(r.status is Status.PASSED for r in results)
-    return {"jobs": len(jobs), "passed": passed, "seconds": elapsed, "per_s": len(jobs) / elapsed}
+    return {"jobs": len(jobs), "passed": passed, "seconds": elapsed, "per_s": len(jobs) / elapsed, "workers": count}
 
 
 DOCKER_BASELINE_PROGRAMS = 100  # one `docker run` costs ~0.5 s: the baseline runs on a sample
@@ -180,8 +181,8 @@ def main(argv: list[str] | None = None) -> None:
     cores = os.cpu_count() or 2
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--min-jobs", type=int, default=500)
-    parser.add_argument("--workers", type=int, default=2 * cores,
-                        help="bubblewrap workers (default: two per core; a worker waits on pipes between jobs)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="bubblewrap workers (default: the backend's, one pinned worker per CPU)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="alternating rounds of baseline and backend; each side's best round counts")
     args = parser.parse_args(argv)
@@ -199,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
     print("rounds (programs/s): naive " + ", ".join(f"{r['per_s']:.1f}" for r in naive_rounds)
           + "; local " + ", ".join(f"{r['per_s']:.1f}" for r in local_rounds))
     print(_line("naive python3", naive))
-    print(_line(f"local x{args.workers}", local))
+    print(_line(f"local x{local['workers']}", local))
     local_ratio = local["per_s"] / naive["per_s"]
     print(f"local/naive: {local_ratio:.2f}x (goal >= 3x); all passed: "
           f"naive {naive['passed'] == naive['jobs']}, local {local['passed'] == local['jobs']}")

@@ -66,6 +66,8 @@ class _Launcher:
 
     ``--die-with-parent`` is ``PR_SET_PDEATHSIG``, which fires when the *thread* that forked
     bwrap exits, not the process; a worker started from a short-lived thread would die with it.
+    A worker pinned to a CPU is started with this thread pinned there (a forked process
+    inherits its thread's CPU mask), and the thread unpinned again afterwards.
     """
 
     def __init__(self) -> None:
@@ -73,16 +75,22 @@ class _Launcher:
         threading.Thread(target=self._loop, name="amr-sandbox-launcher", daemon=True).start()
 
     def _loop(self) -> None:
+        all_cpus = os.sched_getaffinity(0)
         while True:
-            start, reply = self._requests.get()
+            start, cpu, reply = self._requests.get()
             try:
+                if cpu is not None:
+                    os.sched_setaffinity(0, {cpu})
                 reply.put((True, start()))
             except BaseException as exc:  # handed back to the caller's thread
                 reply.put((False, exc))
+            finally:
+                if cpu is not None:
+                    os.sched_setaffinity(0, all_cpus)
 
-    def call(self, start: Callable[[], subprocess.Popen]) -> subprocess.Popen:
+    def call(self, start: Callable[[], subprocess.Popen], cpu: int | None) -> subprocess.Popen:
         reply: queue.Queue = queue.Queue(maxsize=1)
-        self._requests.put((start, reply))
+        self._requests.put((start, cpu, reply))
         ok, value = reply.get()
         if not ok:
             raise value
@@ -93,12 +101,12 @@ _launcher: _Launcher | None = None
 _launcher_lock = threading.Lock()
 
 
-def _launch(start: Callable[[], subprocess.Popen]) -> subprocess.Popen:
+def _launch(start: Callable[[], subprocess.Popen], cpu: int | None = None) -> subprocess.Popen:
     global _launcher
     with _launcher_lock:
         if _launcher is None:
             _launcher = _Launcher()
-    return _launcher.call(start)
+    return _launcher.call(start, cpu)
 
 
 def bwrap_available(bwrap: str = "bwrap") -> str | None:
@@ -203,8 +211,9 @@ class _MemoryCgroup:
 class _Worker:
     """One long-lived bwrap sandbox running the runner's server loop."""
 
-    def __init__(self, sandbox: "BubblewrapSandbox"):
+    def __init__(self, sandbox: "BubblewrapSandbox", cpu: int | None):
         self.sandbox = sandbox
+        self.cpu = cpu
         self.uid = _next_uid()
         self.proc: subprocess.Popen | None = None
         self.jobs_done = 0
@@ -264,7 +273,7 @@ class _Worker:
                 argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr_file,
                 pass_fds=(runner_fd,), env={}, cwd="/", user=self.uid, group=self.uid,
                 extra_groups=[], close_fds=True, start_new_session=True,
-            ))
+            ), cpu=self.cpu)
         finally:
             os.close(runner_fd)
         self.jobs_done = 0
@@ -386,6 +395,7 @@ class BubblewrapSandbox:
         recycle_after: int = 2000,
         grace_s: float = 10.0,
         memory_cgroups: bool = True,
+        pin_workers: bool = True,
     ):
         problem = bwrap_available(bwrap)
         if problem:
@@ -399,9 +409,14 @@ class BubblewrapSandbox:
         self.recycle_after = recycle_after
         self.grace_s = grace_s
         self.memory_cgroups = memory_cgroups and _memory_cgroups_work()
-        # Default two workers per core: a worker spends part of each job waiting on pipe
-        # hand-offs (host -> worker -> job child -> worker -> host), so one per core idles cores.
-        self._workers = [_Worker(self) for _ in range(max(1, workers or 2 * (os.cpu_count() or 1)))]
+        # Default one worker per CPU this process may use, each pinned to its own CPU (round
+        # robin if more): a worker's supervisor, fork server and job child run one after the
+        # other, so on one CPU they share warm caches and never migrate. Measured here with
+        # HumanEval (bench.sandbox): 2 pinned workers on 2 cores did ~20% more programs/s
+        # than 2 or 4 unpinned ones.
+        cpus = sorted(os.sched_getaffinity(0))
+        count = max(1, workers or len(cpus))
+        self._workers = [_Worker(self, cpus[i % len(cpus)] if pin_workers else None) for i in range(count)]
         self._free: queue.Queue[_Worker] = queue.Queue()
         for worker in self._workers:
             self._free.put(worker)
