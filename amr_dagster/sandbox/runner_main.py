@@ -141,12 +141,15 @@ def _walk_outside_defs(node: ast.AST):
                 stack.append(child)
 
 
-def _called_names(node: ast.AST) -> set[str]:
-    return {
-        n.func.id
-        for n in _walk_outside_defs(node)
-        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
-    }
+def _scan(node: ast.AST) -> tuple[bool, set[str]]:
+    """Whether ``node`` asserts, and the plain names it calls (nested defs excluded): one walk."""
+    asserts, called = False, set()
+    for n in _walk_outside_defs(node):
+        if isinstance(n, ast.Assert):
+            asserts = True
+        elif isinstance(n, ast.Call) and isinstance(n.func, ast.Name):
+            called.add(n.func.id)
+    return asserts, called
 
 
 def _is_foreign_runner_call(stmt: ast.stmt) -> bool:
@@ -193,10 +196,8 @@ def plan_tests(source: str) -> tuple[list[ast.stmt], list[tuple]]:
             or any(isinstance(n, ast.Assert) for n in _walk_outside_defs(ast.Module(body=s.body, type_ignores=[])))
         )
     }
-    called_at_top: set[str] = set()
-    for s in stmts:
-        if not isinstance(s, (*defs, ast.ClassDef)):
-            called_at_top |= _called_names(s)
+    scans = {i: _scan(s) for i, s in enumerate(stmts) if not isinstance(s, (*defs, ast.ClassDef))}
+    called_at_top: set[str] = set().union(*(called for _, called in scans.values()))
 
     steps: list[tuple] = []
     for i, s in enumerate(stmts):
@@ -205,8 +206,8 @@ def plan_tests(source: str) -> tuple[list[ast.stmt], list[tuple]]:
         if isinstance(s, (*defs, ast.ClassDef, ast.Import, ast.ImportFrom)):
             steps.append(("setup", i, _label(s, lines)))
             continue
-        asserts = any(isinstance(n, ast.Assert) for n in _walk_outside_defs(s))
-        kind = "test" if asserts or (_called_names(s) & checkers) else "setup"
+        asserts, called = scans[i]
+        kind = "test" if asserts or (called & checkers) else "setup"
         steps.append((kind, i, _label(s, lines)))
     for s in stmts:
         if isinstance(s, defs) and s.name.startswith("test") and s.name not in called_at_top:
