@@ -40,7 +40,6 @@ import subprocess
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence
 
 from amr_dagster.sandbox import harness
@@ -435,19 +434,38 @@ class BubblewrapSandbox:
         if not jobs:
             return []
 
-        def one(job: SandboxJob) -> SandboxResult:
-            if not harness.is_harness_job(job):
-                return harness.infra_error(job, "the local backend runs only harness jobs (harness.build_job)")
+        results: list[SandboxResult | None] = [None] * len(jobs)
+        next_index = itertools.count().__next__  # atomic under the GIL: each index taken once
+
+        failures: list[BaseException] = []
+
+        def drive() -> None:
+            """Hold one free worker and feed it jobs until none are left (no per-job hand-off)."""
             worker = self._free.get()
             try:
-                return worker.run(job)
+                while not failures and (i := next_index()) < len(jobs):
+                    job = jobs[i]
+                    if not harness.is_harness_job(job):
+                        results[i] = harness.infra_error(job, "the local backend runs only harness jobs (harness.build_job)")
+                    else:
+                        results[i] = worker.run(job)
+            except BaseException as exc:  # re-raised in the caller's thread
+                failures.append(exc)
             finally:
                 self._free.put(worker)
 
-        if len(jobs) == 1 or len(self._workers) == 1:
-            return [one(job) for job in jobs]
-        with ThreadPoolExecutor(max_workers=len(self._workers), thread_name_prefix="amr-bwrap") as pool:
-            return list(pool.map(one, jobs))
+        drivers = [threading.Thread(target=drive, name="amr-bwrap", daemon=True)
+                   for _ in range(min(len(jobs), len(self._workers)) - 1)]
+        for thread in drivers:
+            thread.start()
+        try:
+            drive()  # this thread drives a worker too
+        finally:
+            for thread in drivers:
+                thread.join()
+        if failures:
+            raise failures[0]
+        return results  # type: ignore[return-value]
 
     def close(self) -> None:
         self._closed = True

@@ -67,16 +67,19 @@ from __future__ import annotations
 
 import _signal
 import ast
+import builtins
 import fcntl
 import gc
 import json
 import operator
 import os
+import resource
 import select
 import signal
 import struct
 import sys
 import time
+import unittest
 
 REPORT_PREFIX = "AMR-REPORT"
 MANIFEST_FILE = "_amr_job.json"
@@ -379,8 +382,6 @@ def _one_line(text: str) -> str:
 
 
 def _set_child_limits(limits: dict) -> None:
-    import resource
-
     def cap(which: int, value: int) -> None:
         try:
             resource.setrlimit(which, (value, value))
@@ -416,6 +417,9 @@ def _prepare_job_process(workdir: str) -> None:
         _signal.signal(sig, _signal.SIG_DFL)
     _signal.signal(signal.SIGINT, _signal.default_int_handler)
     _signal.signal(signal.SIGXFSZ, _signal.SIG_IGN)  # oversized writes raise EFBIG instead
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)  # a job reads nothing
+    os.close(null)
     sys.argv = [PROGRAM_FILE]
     sys.path[:0] = [workdir]
     sys.modules["pytest"] = _pytest_shim()
@@ -477,9 +481,7 @@ def _child_main(statements, steps, program, watch, token, result_w, out_w, err_w
         write(RESULT_FD, prefix + f"{kind} {index} {_one_line(detail)}\n".encode("utf-8", "replace"))
 
     try:
-        os.setsid()
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
+        os.setsid()  # fd 0 is /dev/null already (``_prepare_job_process``)
         os.dup2(out_w, 1)
         os.dup2(err_w, 2)
         os.dup2(result_w, RESULT_FD, inheritable=False)  # exec'd programs never get it
@@ -510,9 +512,6 @@ def _child_main(statements, steps, program, watch, token, result_w, out_w, err_w
             ):
                 tamper(f"{event} {path}")
                 raise PermissionError(f"blocked by the test harness: {path}")
-
-    import builtins
-    import unittest
 
     watched = (("builtins", builtins.__dict__), ("TestCase", unittest.TestCase.__dict__))
     test_case, skip_test = unittest.TestCase, unittest.SkipTest
@@ -922,9 +921,8 @@ def _zygote_loop(channel, workdir: str) -> None:
     import socket
 
     _prefer_as_oom_victim()  # inherited by every job's child
-    null = os.open(os.devnull, os.O_RDWR)
-    os.dup2(null, 0)  # let go of the host's pipes
-    os.dup2(null, 1)
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)  # let go of the host's pipe (``_prepare_job_process`` does stdin)
     os.close(null)
     _prepare_job_process(workdir)
     while True:
