@@ -400,6 +400,16 @@ def test_killing_the_parent(sandbox):
     expect(result, Status.PASSED, Status.FAILED)
 
 
+def test_stopping_the_parent(sandbox):
+    # The parent of a job's child is the worker's fork server: stopping it cannot stall the
+    # worker past the job's wall time, nor leave anything behind.
+    result = attack(sandbox, """
+        import os, signal
+        os.kill(os.getppid(), signal.SIGSTOP)
+        """, limits=Limits(**{**LIMITS.__dict__, "wall_s": 3.0}))
+    expect(result, Status.FAILED, Status.TIMEOUT)
+
+
 def test_kill_minus_one(sandbox):
     result = attack(sandbox, """
         import os, signal

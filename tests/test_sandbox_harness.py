@@ -44,6 +44,26 @@ def test_foreign_runner_calls_are_not_executed():
     assert [kind for kind, _, _ in steps] == ["setup", "test"]
 
 
+def test_the_supervisor_compiles_and_keeps_compile_errors_for_the_child():
+    stmts, _ = runner_main.plan_tests("x = 1\nreturn x\nassert x == 1\n")  # parses, does not compile
+    compiled = runner_main.compile_statements(stmts)
+    assert compiled[1] == ("SyntaxError", "'return' outside function (tests.py, line 2)")
+    assert all(isinstance(code, type(test_plan_counts_tests.__code__)) for code in (compiled[0], compiled[2]))
+    assert runner_main.compile_program("def f(:\n")[0] == "SyntaxError"
+
+
+def test_watched_names_are_what_the_tests_name():
+    stmts, _ = runner_main.plan_tests(
+        "import unittest\n"
+        "class TestF(unittest.TestCase):\n    def test_a(self):\n        self.assertEqual(sorted([2, 1]), [1, 2])\n"
+        "def check(candidate):\n    assert abs(candidate(1)) == len('a')\n"
+        "check(f)\n")
+    names = runner_main.watched_names(runner_main.compile_statements(stmts))
+    for name in ("assertEqual", "sorted", "abs", "len", "check", "setUp", "tearDown", "__init__"):
+        assert name in names
+    assert "print" not in names and "all" not in names
+
+
 # ----------------------------------------------------------------------------- report parsing
 
 
@@ -175,6 +195,27 @@ def test_verdict_shapes_on_the_local_backend(local):
     assert "needs fixtures" in results[3].detail
     assert "ValueError: boom" in results[4].detail
     assert "do not parse" in results[5].detail
+
+
+def test_compile_errors_found_by_the_supervisor_fail_where_they_are(local):
+    code = "def f(x):\n    return x + 1\n"
+    results = local.run([
+        harness.build_job(code, "assert f(1) == 2\nreturn 3\nassert f(2) == 3\n"),
+        harness.build_job("def f(x):\n    return x +\n", "assert f(1) == 2\n"),
+    ])
+    assert [(r.status, r.tests_run, r.tests_passed) for r in results] == [(Status.FAILED, 1, 1), (Status.FAILED, 0, 0)]
+    assert "SyntaxError" in results[0].detail and "outside function" in results[0].detail
+    assert "program raised SyntaxError" in results[1].detail
+
+
+def test_programs_see_their_own_source_and_module(local):
+    code = "import inspect\ndef f():\n    return 1\n"
+    tests = ("import solution, sys\n"
+             "assert 'return 1' in inspect.getsource(f)\n"
+             "assert solution.f is f and sys.argv == ['solution.py']\n"
+             "assert open('tests.py').read().startswith('import solution')\n")
+    [result] = local.run([harness.build_job(code, tests)])
+    assert (result.status, result.tests_run) == (Status.PASSED, 3), result.detail
 
 
 def test_pytest_style_tests_without_pytest_installed(local):

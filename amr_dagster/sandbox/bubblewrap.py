@@ -19,13 +19,17 @@ Hardening (DESIGN section 5, measured here):
   offers a writable cgroup-v1 memory hierarchy, a memory cgroup per worker also caps all of a
   job's processes together (job memory + tmpfs sizes + the worker's own overhead) and tells
   OOM kills apart (``memory_cgroups=False`` turns it off; nothing depends on it);
-* the worker's python is pid 1 of the sandbox (``--as-pid-1``): it forks a fresh child per job
-  and afterwards ``kill(-1, SIGKILL)``s and reaps every other process, empties ``/tmp`` and
-  ``/dev/shm``; a worker that reports any anomaly (timeout, oom, output limit, tampering,
-  leftover processes, leftover System V IPC, unclean scratch) is killed and replaced, and every
-  worker is recycled after ``recycle_after`` jobs.
+* the worker's python is pid 1 of the sandbox (``--as-pid-1``): its fork server gives every job
+  a fresh child; after a job that left any process behind it ``kill(-1, SIGKILL)``s and reaps
+  every other process; it empties ``/tmp`` and ``/dev/shm`` after every job; a worker that
+  reports any anomaly (timeout, oom, output limit, tampering, leftover processes, leftover
+  System V IPC, unclean scratch) is killed and replaced, and every worker is recycled after
+  ``recycle_after`` jobs.
 
-The python inside is the system ``/usr/bin/python3``, never the project's virtualenv.
+Throughput (``bench.sandbox``): one worker per CPU, pinned to it; the per-job path is measured
+in page faults as much as in code (``runner_main``: the fork server, the supervisor compiling,
+``gc.freeze``, a narrow tamper check). The python inside is the system ``/usr/bin/python3``,
+never the project's virtualenv.
 """
 
 from __future__ import annotations

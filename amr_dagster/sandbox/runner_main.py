@@ -15,15 +15,19 @@ The program and its tests are untrusted and adversarial (model-written code may 
 ``os._exit(0)``, patch the test runner, skip tests, print a fake report, fork, kill, spin).
 
 * Trusted: the *supervisor* (this module's code in the process that never executes user code).
-  It parses the tests with ``ast`` (parsing only), forks one *child* that runs program and tests,
-  and alone decides the verdict from what it observes.
+  It parses and compiles the tests and the program (compiling never runs code), has one fresh
+  *child* forked per job that runs them, and alone decides the verdict from what it observes.
 * The child closes every descriptor it inherited except a result pipe and fresh stdout/stderr
   capture pipes *before* user code runs, so user code can reach neither the supervisor's report
   channel nor its request channel. In server mode the supervisor is pid 1 of the sandbox's pid
   namespace: user code cannot kill or stop it (SIGKILL/SIGSTOP from inside are ignored for an
-  init), it is non-dumpable (no ``/proc/1/mem``, ``/proc/1/fd``, ``/proc/1/environ`` access for
-  a same-uid process without capabilities), and after each job it ``kill(-1, SIGKILL)``s every
-  other process in the namespace and reaps them, so no descendant survives a job.
+  init), and it is non-dumpable (no ``/proc/1/mem``, ``/proc/1/fd``, ``/proc/1/environ`` access
+  for a same-uid process without capabilities). There the children are forked by a *fork server*
+  (``_Zygote``, the supervisor's own child, which never runs user code; it exists so that the
+  supervisor never forks, see its docstring). After each job, if any process but the fork server
+  is left, the supervisor ``kill(-1, SIGKILL)``s every other process of the namespace (the fork
+  server too, restarted for the next job) and reaps them, so no descendant survives a job. A job
+  that kills or stops the fork server fails (or times out) and gets the worker replaced.
 * The nonce: the host sends it to the supervisor only *after* the child and all its descendants
   are dead (one-shot: the supervisor reads stdin only after the child died; server: the nonce is
   a separate frame read after the job) and the server zeroes it after use, so no process that
