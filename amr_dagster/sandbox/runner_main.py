@@ -770,7 +770,8 @@ class _Capture:
 class _DirectChild:
     """The job's child, forked by the supervisor itself (one-shot mode, or not an init)."""
 
-    def __init__(self, run: "callable"):
+    def __init__(self, run) -> None:
+        """Fork; the child calls ``run()`` (which never returns) and exits 71 if it does."""
         sys.stdout.flush()
         sys.stderr.flush()
         self.pid = os.fork()
