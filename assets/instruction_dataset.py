@@ -24,21 +24,59 @@ class ExportSettings(dg.Config):
     shingle_size: int = 5
 
 
-def stage_counts(data_root: DataRoot, stages: list[str]) -> dict[str, dict]:
-    """Rows/accepted/rejected per stage summed over every partition, one partition at a time."""
+class _StageCount:
+    """Rows/accepted/rejected of one stage, summed partition by partition."""
+
+    def __init__(self) -> None:
+        self.totals = {"rows": 0, "accepted": 0, "rejected": 0}
+        self.reasons: dict[str, int] = {}
+
+    def add(self, frame) -> None:
+        counts = summarize(frame)
+        for key in self.totals:
+            self.totals[key] += counts[key]
+        for reason, n in counts["rejected_by_reason"].items():
+            self.reasons[reason] = self.reasons.get(reason, 0) + n
+
+    def result(self) -> dict:
+        return {**self.totals, "rejected_by_reason_family": family_counts(self.reasons)}
+
+
+def stage_counts(data_root: DataRoot, stages: list[str], known: dict[str, dict] | None = None) -> dict[str, dict]:
+    """Rows/accepted/rejected per stage summed over every partition, one partition at a time
+    (``known``: stages already counted elsewhere, not read again)."""
     store = data_root.frames()
     totals: dict[str, dict] = {}
     for stage in stages:
-        agg = {"rows": 0, "accepted": 0, "rejected": 0, "rejected_by_reason": {}}
+        if known and stage in known:
+            totals[stage] = known[stage]
+            continue
+        count = _StageCount()
         for _, frame in store.iter_partitions(stage):
-            counts = summarize(frame)
-            for key in ("rows", "accepted", "rejected"):
-                agg[key] += counts[key]
-            for reason, n in counts["rejected_by_reason"].items():
-                agg["rejected_by_reason"][reason] = agg["rejected_by_reason"].get(reason, 0) + n
-        agg["rejected_by_reason_family"] = family_counts(agg.pop("rejected_by_reason"))
-        totals[stage] = agg
+            count.add(frame)
+        totals[stage] = count.result()
     return totals
+
+
+class _VerifiedPairsPass:
+    """The one read of every ``verified_pairs`` partition: it feeds the export and, on the way,
+    that stage's counts and each batch's AMR-Evol report (which needs the batch's pairs too)."""
+
+    def __init__(self, store) -> None:
+        self.store = store
+        self.count = _StageCount()
+        self.evol_reports: list[dict] = []
+
+    def __iter__(self):
+        from amr_dagster.evol.report import evol_report
+        from assets.evolved_responses import report_views
+
+        for key, pairs in self.store.iter_partitions("verified_pairs"):
+            self.count.add(pairs)
+            if self.store.exists("evolved_responses", key) and self.store.exists("executed_responses", key):
+                parsed, executed_evolved = report_views(self.store.read("evolved_responses", key))
+                self.evol_reports.append(evol_report(self.store.read("executed_responses", key), parsed, executed_evolved, pairs))
+            yield key, pairs
 
 
 @dg.asset(
@@ -63,11 +101,12 @@ def instruction_dataset(
     started = time.perf_counter()
     store = data_root.frames()
     export = ExportConfig(num_perm=config.num_perm, threshold=config.threshold, shingle_size=config.shingle_size)
-    dataset, stats = build_dataset(store.iter_partitions("verified_pairs"), export, benchmarks.decontaminator(), workdir=data_root.root())
+    verified = _VerifiedPairsPass(store)
+    dataset, stats = build_dataset(iter(verified), export, benchmarks.decontaminator(), workdir=data_root.root())
     folder = data_root.root() / "instruction_dataset"
     paths = write_dataset(dataset, folder)
     stages = [key.to_user_string() for a in PARTITIONED_ASSETS for key in a.keys]
-    counts = stage_counts(data_root, stages)
+    counts = stage_counts(data_root, stages, known={"verified_pairs": verified.count.result()})
     settings = {
         "generator": _engine_summary(generator),
         "teacher": _engine_summary(teacher),
@@ -76,7 +115,7 @@ def instruction_dataset(
         "export": export.__dict__,
         "benchmarks": ["HumanEval", *benchmarks.extra_files],
     }
-    evolution = _evolution_summary(store)
+    evolution = _evolution_summary(verified.evol_reports)
     card = dataset_card(stats, counts, settings, evolution)
     (folder / "DATASET_CARD.md").write_text(card)
     (folder / "card.json").write_text(json.dumps({"stats": stats, "stages": counts, "settings": settings, "evolution": evolution}, indent=2, default=str))
@@ -94,19 +133,10 @@ def instruction_dataset(
     )
 
 
-def _evolution_summary(store) -> dict | None:
-    """Direct vs evolved numbers over all batches (one partition at a time), when AMR-Evol ran."""
-    from amr_dagster.evol.report import combine_reports, evol_report
-    from assets.evolved_responses import report_views
+def _evolution_summary(reports: list[dict]) -> dict | None:
+    """Direct vs evolved numbers over all batches, when AMR-Evol ran."""
+    from amr_dagster.evol.report import combine_reports
 
-    reports = []
-    for key in store.partitions("evolved_responses"):
-        if not (store.exists("executed_responses", key) and store.exists("verified_pairs", key)):
-            continue
-        parsed, executed_evolved = report_views(store.read("evolved_responses", key))
-        reports.append(
-            evol_report(store.read("executed_responses", key), parsed, executed_evolved, store.read("verified_pairs", key))
-        )
     return combine_reports(reports) if reports else None
 
 

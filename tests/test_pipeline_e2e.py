@@ -11,6 +11,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from amr_dagster.evol.report import combine_reports, evol_report
+from amr_dagster.outcomes import summarize
+from assets.evolved_responses import report_views
+
 ROOT = Path(__file__).resolve().parent.parent
 
 SEEDS = '''
@@ -101,4 +105,11 @@ def test_main_job_end_to_end_with_lineage(tmp_path):
     assert (dataset / "dataset.jsonl").exists() and (dataset / "DATASET_CARD.md").exists()
     card = json.loads((dataset / "card.json").read_text())
     assert card["stages"]["seed_functions"]["accepted"] == 3
+    # The export reads verified_pairs once; its counts and the AMR-Evol summary come from that read.
+    pairs_counts = summarize(verified)
+    assert {k: card["stages"]["verified_pairs"][k] for k in ("rows", "accepted", "rejected")} == {
+        k: pairs_counts[k] for k in ("rows", "accepted", "rejected")}
+    parsed, executed_evolved = report_views(frames["evolved_responses"])
+    expected_evolution = combine_reports([evol_report(frames["executed_responses"], parsed, executed_evolved, verified)])
+    assert card["evolution"] == json.loads(json.dumps(expected_evolution, default=str))
     assert "instruction dataset:" in proc.stdout and "sandbox pass rate" in proc.stdout
