@@ -9,6 +9,7 @@ import time
 
 import dagster as dg
 
+from amr_dagster.evol.report import combine_reports
 from amr_dagster.export import ExportConfig, build_dataset, dataset_card, write_dataset
 from amr_dagster.outcomes import family_counts, summarize
 from assets.generation_versions import PROMPTS_VERSION
@@ -115,7 +116,7 @@ def instruction_dataset(
         "export": export.__dict__,
         "benchmarks": ["HumanEval", *benchmarks.extra_files],
     }
-    evolution = _evolution_summary(verified.evol_reports)
+    evolution = combine_reports(verified.evol_reports) if verified.evol_reports else None  # None: AMR-Evol did not run
     card = dataset_card(stats, counts, settings, evolution)
     (folder / "DATASET_CARD.md").write_text(card)
     (folder / "card.json").write_text(json.dumps({"stats": stats, "stages": counts, "settings": settings, "evolution": evolution}, indent=2, default=str))
@@ -131,13 +132,6 @@ def instruction_dataset(
             "wall_s": round(time.perf_counter() - started, 3),
         }
     )
-
-
-def _evolution_summary(reports: list[dict]) -> dict | None:
-    """Direct vs evolved numbers over all batches, when AMR-Evol ran."""
-    from amr_dagster.evol.report import combine_reports
-
-    return combine_reports(reports) if reports else None
 
 
 def _engine_summary(resource: LLMResource) -> dict:

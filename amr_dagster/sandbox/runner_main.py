@@ -73,13 +73,16 @@ import _signal
 import ast
 import builtins
 import fcntl
+import functools
 import gc
 import json
+import marshal
 import operator
 import os
 import resource
 import select
 import signal
+import socket
 import struct
 import sys
 import time
@@ -254,14 +257,10 @@ def count_planned_tests(source: str) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-_PYTEST_SHIM = []
-
-
+@functools.lru_cache(maxsize=1)
 def _pytest_shim():
     """The ``pytest`` stand-in, built once per process (a worker builds it before forking jobs)."""
-    if not _PYTEST_SHIM:
-        _PYTEST_SHIM.append(_build_pytest_shim())
-    return _PYTEST_SHIM[0]
+    return _build_pytest_shim()
 
 
 def _build_pytest_shim():
@@ -800,7 +799,7 @@ class _DirectChild:
 def _kill_descendants(child_pid: int) -> int:
     """Kill every process the job started; reap them. How many there were (besides the child)."""
     if os.getpid() == 1:  # init of our own pid namespace: kill(-1) spares only us
-        return len([pid for pid, _, _ in _kill_all() if pid != child_pid])
+        return _kill_all(spare=(child_pid,))
     for target in (lambda: os.killpg(child_pid, signal.SIGKILL), lambda: os.kill(child_pid, signal.SIGKILL)):
         try:  # not an init: the child's session/process group is the best we can do
             target()
@@ -809,18 +808,20 @@ def _kill_descendants(child_pid: int) -> int:
     return 0
 
 
-def _kill_all() -> list[tuple[int, int, object]]:
-    """As pid 1: SIGKILL every other process of the namespace and reap all: (pid, status, usage)."""
+def _kill_all(spare: tuple[int, ...]) -> int:
+    """As pid 1: SIGKILL every other process of the namespace and reap them all; how many of the
+    reaped were not in ``spare`` (the job's own child, the fork server: no leftovers)."""
     try:
         os.kill(-1, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    reaped = []
+    others = 0
     while True:
         try:
-            reaped.append(os.wait4(-1, 0))
+            pid, _ = os.waitpid(-1, 0)
         except ChildProcessError:
-            return reaped
+            return others
+        others += pid not in spare
 
 
 class _Zygote:
@@ -837,11 +838,8 @@ class _Zygote:
     """
 
     def __init__(self, workdir: str):
-        import socket
-
         if os.getpid() != 1:  # its cleanup is kill(-1): only an init of its own namespace may do that
             raise RuntimeError("the fork server needs the supervisor to be pid 1 of its own pid namespace")
-        self._socket = socket
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         sys.stdout.flush()
         sys.stderr.flush()
@@ -860,7 +858,7 @@ class _Zygote:
     def spawn(self, job_fd: int, result_w: int, out_w: int, err_w: int) -> "_ZygoteChild | None":
         """A child running the job in ``job_fd``; None if the zygote is gone."""
         try:
-            self._socket.send_fds(self.channel, [b"J"], [job_fd, result_w, out_w, err_w])
+            socket.send_fds(self.channel, [b"J"], [job_fd, result_w, out_w, err_w])
             reply = self.channel.recv(64)
         except OSError:
             reply = b""
@@ -913,18 +911,11 @@ class _ZygoteChild:
 
     def _kill_all(self) -> int:
         self.zygote.close()
-        leftovers = 0
-        for pid, _, _ in _kill_all():
-            if pid not in (self.pid, self.zygote.pid):
-                leftovers += 1
-        return leftovers
+        return _kill_all(spare=(self.pid, self.zygote.pid))
 
 
 def _zygote_loop(channel, workdir: str) -> None:
     """The zygote's whole life: fork a child per job, report its pid and how it ended."""
-    import marshal
-    import socket
-
     _prefer_as_oom_victim()  # inherited by every job's child
     null = os.open(os.devnull, os.O_WRONLY)
     os.dup2(null, 1)  # let go of the host's pipe (``_prepare_job_process`` does stdin)
@@ -1008,8 +999,6 @@ def supervise(program_source: str, tests_source: str, limits: dict, extra_fds: t
 
         child = _DirectChild(run_child)
     else:
-        import marshal
-
         job_fd = os.memfd_create("amr-job", os.MFD_CLOEXEC)
         _write_all(job_fd, marshal.dumps((statements, steps, program, watch, token, limits, os.getcwd())))
         child = zygote.spawn(job_fd, result_w, out_w, err_w)
@@ -1260,29 +1249,28 @@ def _become_undumpable() -> None:
     _prctl(4, 0)
 
 
-def _release_free_memory() -> None:
-    """glibc's malloc_trim(0): hand freed heap pages back (imports leave megabytes of them)."""
+@functools.lru_cache(maxsize=1)
+def _libc():
+    """This process's C library through ctypes, or None where it cannot be loaded."""
     try:
         import ctypes
 
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError, ImportError):
-        pass
+        return ctypes.CDLL(None, use_errno=True)
+    except (OSError, ImportError):
+        return None
 
 
-_PRCTL = []
+def _release_free_memory() -> None:
+    """glibc's malloc_trim(0): hand freed heap pages back (imports leave megabytes of them)."""
+    trim = getattr(_libc(), "malloc_trim", None)
+    if trim is not None:
+        trim(0)
 
 
 def _prctl(option: int, argument) -> None:
-    """libc's prctl (looked up once: a forked job child calls it through the cached function)."""
-    try:
-        if not _PRCTL:
-            import ctypes
-
-            _PRCTL.append(ctypes.CDLL(None, use_errno=True).prctl)
-        _PRCTL[0](option, argument, 0, 0, 0)
-    except (OSError, AttributeError, ImportError):
-        pass
+    prctl = getattr(_libc(), "prctl", None)
+    if prctl is not None:
+        prctl(option, argument, 0, 0, 0)
 
 
 def _sysv_ipc_in_use() -> bool:
