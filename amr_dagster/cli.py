@@ -63,11 +63,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     _prepare_environment(args)
     import dagster as dg
 
-    from amr_dagster.batches import BatchRegistry
+    from amr_dagster.seeds.batches import BatchRegistry
     from amr_dagster.definitions import defs
     from amr_dagster.outcomes import family_counts, summarize
     from amr_dagster.settings import data_dir
-    from amr_dagster.stdlib_batch import write_stdlib_batch
+    from amr_dagster.seeds.stdlib_batch import write_stdlib_batch
     from amr_dagster.storage import FrameStore
     from assets import GLOBAL_ASSETS, PARTITIONED_ASSETS
     from assets.partitions import seed_batches

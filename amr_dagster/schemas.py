@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from amr_dagster.filters import FILTERED_SEED_COLUMNS
-from amr_dagster.mining import SEED_FUNCTION_COLUMNS
+from amr_dagster.seeds.filters import FILTERED_SEED_COLUMNS
+from amr_dagster.seeds.mining import SEED_FUNCTION_COLUMNS
 
 __all__ = ["SEED_FUNCTION_COLUMNS", "FILTERED_SEED_COLUMNS", "DEDUPED_SEED_COLUMNS"]
 

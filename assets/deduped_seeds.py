@@ -6,7 +6,7 @@ import time
 import dagster as dg
 import polars as pl
 
-from amr_dagster.dedup import DedupConfig, SignatureStore, dedup_batch
+from amr_dagster.seeds.dedup import DedupConfig, SignatureStore, dedup_batch
 from amr_dagster.outcomes import accepted
 from amr_dagster.schemas import DEDUPED_SEED_COLUMNS
 from assets.partitions import seed_batches

@@ -13,7 +13,7 @@ import polars as pl
 
 from amr_dagster.evol.decomposition import choose_direct, prompt_version, retrieval_queries
 from amr_dagster.evol.evolution import EVOLVED_COLUMNS, evolve_responses
-from amr_dagster.execution import VERDICT_COLUMNS, execute_responses
+from amr_dagster.generation.execution import VERDICT_COLUMNS, execute_responses
 from amr_dagster.outcomes import ACCEPTED, REJECTED, STATUS
 from assets.partitions import seed_batches
 from assets.stage import emit, require_engine, stage_checks

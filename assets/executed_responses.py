@@ -5,7 +5,7 @@ import time
 import dagster as dg
 import polars as pl
 
-from amr_dagster.execution import VERDICT_COLUMNS, execute_responses
+from amr_dagster.generation.execution import VERDICT_COLUMNS, execute_responses
 from amr_dagster.generation.responses import RESPONSE_SCHEMA
 from assets.partitions import seed_batches
 from assets.stage import accepted_ids, emit, stage_checks

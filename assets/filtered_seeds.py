@@ -6,7 +6,7 @@ import time
 import dagster as dg
 import polars as pl
 
-from amr_dagster.filters import FilterConfig, filter_seeds
+from amr_dagster.seeds.filters import FilterConfig, filter_seeds
 from amr_dagster.outcomes import accepted
 from amr_dagster.schemas import FILTERED_SEED_COLUMNS
 from assets.partitions import seed_batches
@@ -43,7 +43,7 @@ def filtered_seeds(context: dg.AssetExecutionContext, config: FilterSettings, ge
     if config.docstring_judge:
         engine = generator.engine()
         if engine is not None:
-            from amr_dagster.docstring_judge import make_judge
+            from amr_dagster.seeds.docstring_judge import make_judge
 
             judge = make_judge(engine)
     core_config = FilterConfig(

@@ -10,7 +10,7 @@ import time
 import dagster as dg
 
 from amr_dagster.evol.report import combine_reports
-from amr_dagster.export import ExportConfig, build_dataset, dataset_card, write_dataset
+from amr_dagster.dataset.export import ExportConfig, build_dataset, dataset_card, write_dataset
 from amr_dagster.outcomes import family_counts, summarize
 from assets.generation_versions import PROMPTS_VERSION
 from resources.benchmarks import BenchmarkSet

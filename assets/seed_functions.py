@@ -5,7 +5,7 @@ import time
 
 import dagster as dg
 
-from amr_dagster.mining import SEED_FUNCTION_COLUMNS, mine_batch
+from amr_dagster.seeds.mining import SEED_FUNCTION_COLUMNS, mine_batch
 from assets.partitions import seed_batches
 from assets.stage import emit, stage_checks
 from resources.benchmarks import BenchmarkSet

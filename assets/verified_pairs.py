@@ -10,8 +10,8 @@ import dagster as dg
 import polars as pl
 
 from amr_dagster.evol.report import evol_report
-from amr_dagster.evol.selection import VERIFIED_COLUMNS, select_verified
-from amr_dagster.export import DATASET_COLUMNS, attach_lineage
+from amr_dagster.dataset.selection import VERIFIED_COLUMNS, select_verified
+from amr_dagster.dataset.export import DATASET_COLUMNS, attach_lineage
 from amr_dagster.outcomes import REASON, STATUS
 from assets.evolved_responses import report_views
 from assets.partitions import seed_batches

@@ -16,7 +16,7 @@ from typing import Iterator
 import polars as pl
 
 from amr_dagster.ids import stable_id
-from amr_dagster.mining import SEED_FUNCTION_COLUMNS, mine_tree
+from amr_dagster.seeds.mining import SEED_FUNCTION_COLUMNS, mine_tree
 from amr_dagster.settings import cache_dir
 
 
@@ -81,9 +81,9 @@ def real_functions(min_count: int = 20000, use_cache: bool = True) -> list[dict]
 
 
 def _corpus_key(min_count: int) -> str:
-    import amr_dagster.mining
-    import amr_dagster.seed_sources
+    import amr_dagster.seeds.mining
+    import amr_dagster.seeds.sources
 
     distributions = sorted(f"{d.metadata['Name']}=={d.version}" for d in importlib.metadata.distributions())
-    sources = [Path(m.__file__ or "").read_bytes() for m in (amr_dagster.mining, amr_dagster.seed_sources)]
+    sources = [Path(m.__file__ or "").read_bytes() for m in (amr_dagster.seeds.mining, amr_dagster.seeds.sources)]
     return stable_id(min_count, sys.version, *map(str, corpus_roots()), *distributions, *sources)

@@ -5,12 +5,12 @@ standard library and site-packages (``bench.corpus.real_functions``), in arrival
 
 Baseline (plain datasketch, what one would write without this project): for each document in
 order, its word 5-gram shingle set (tokens ``\\w+`` with Python's ``re``, the same sets as
-``amr_dagster.minhash.word_shingles``; mismatches are counted and printed), one
+``amr_dagster.seeds.minhash.word_shingles``; mismatches are counted and printed), one
 ``MinHash(num_perm)`` with ``update_batch`` of the UTF-8 shingles (datasketch's default hash),
 then ``MinHashLSH(threshold, num_perm)``: query, and insert only when the query finds nothing
 (query-then-insert). A non-empty query rejects the document, naming the earliest result.
 
-Project: ``amr_dagster.dedup.dedup_batch`` on the same documents with a fresh temporary
+Project: ``amr_dagster.seeds.dedup.dedup_batch`` on the same documents with a fresh temporary
 signature store (so its time includes writing the survivors' signatures). It runs
 ``--project-runs`` times (default 3, each with a fresh store; the results must be identical)
 and its median wall time is used: the project's run is short, so one scheduling hiccup on a
@@ -50,8 +50,8 @@ import numpy as np
 import polars as pl
 from datasketch import MinHash, MinHashLSH
 
-from amr_dagster import minhash
-from amr_dagster.dedup import DUPLICATE_OF, DedupConfig, SignatureStore, dedup_batch
+from amr_dagster.seeds import minhash
+from amr_dagster.seeds.dedup import DUPLICATE_OF, DedupConfig, SignatureStore, dedup_batch
 from amr_dagster.outcomes import ACCEPTED
 
 _WORD = re.compile(minhash.TOKEN_PATTERN)

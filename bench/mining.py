@@ -26,10 +26,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from amr_dagster.filters import FilterConfig, decontaminator_for, filter_seeds
-from amr_dagster.mining import mine_source, rows_to_frame
+from amr_dagster.seeds.filters import FilterConfig, decontaminator_for, filter_seeds
+from amr_dagster.seeds.mining import mine_source, rows_to_frame
 from amr_dagster.outcomes import ACCEPTED, STATUS
-from amr_dagster.seed_sources import iter_source_files
+from amr_dagster.seeds.sources import iter_source_files
 
 from .corpus import corpus_sources
 

@@ -97,7 +97,7 @@ class Site:
         os.environ["AMR_DATA_DIR"] = str(self.data)  # the resources resolve paths when a step runs
 
     def register(self, location: Path) -> str:
-        from amr_dagster.batches import BatchRegistry
+        from amr_dagster.seeds.batches import BatchRegistry
         from assets.partitions import seed_batches
 
         self.activate()
@@ -171,7 +171,7 @@ def generation_config():
 
 def direct_run(site: Site, key: str, engine_factory: Callable[[], Any], sandbox_backend: str = "local") -> dict[str, Any]:
     """The stages as plain function calls, frames in memory; returns counts and LLM usage."""
-    from amr_dagster.execution import execute_responses
+    from amr_dagster.generation.execution import execute_responses
     from amr_dagster.generation.concepts import seed_concepts
     from amr_dagster.generation.instructions import instructions
     from amr_dagster.generation.responses import responses

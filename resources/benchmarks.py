@@ -6,7 +6,7 @@ from functools import lru_cache
 
 import dagster as dg
 
-from amr_dagster.decontamination import Decontaminator
+from amr_dagster.seeds.decontamination import Decontaminator
 
 
 @lru_cache(maxsize=8)

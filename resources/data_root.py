@@ -8,7 +8,7 @@ from pathlib import Path
 import dagster as dg
 
 from amr_dagster import settings
-from amr_dagster.batches import BatchRegistry
+from amr_dagster.seeds.batches import BatchRegistry
 from amr_dagster.storage import FrameStore
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import dagster as dg
 
 from amr_dagster import settings
-from amr_dagster.batches import is_seed_entry
+from amr_dagster.seeds.batches import is_seed_entry
 
 
 @dataclass(frozen=True)

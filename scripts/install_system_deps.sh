@@ -4,9 +4,11 @@
 #   bubblewrap  -- the local sandbox backend (amr_dagster/sandbox/bubblewrap.py)
 #   python3     -- the interpreter that runs inside the local sandbox (/usr/bin/python3)
 #   util-linux  -- prlimit (worker rlimits before bwrap execs); essential on Debian anyway
+#   chromium    -- the browser the UI test drives through Playwright (never `playwright install`)
+#   postgresql  -- the deployment tests' Dagster instance storage (initdb/pg_ctl, started by the tests)
 set -euo pipefail
 
-packages=(bubblewrap python3 util-linux)
+packages=(bubblewrap python3 util-linux chromium postgresql)
 
 missing=()
 for pkg in "${packages[@]}"; do

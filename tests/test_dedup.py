@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from amr_dagster import minhash
-from amr_dagster.dedup import (
+from amr_dagster.seeds import minhash
+from amr_dagster.seeds.dedup import (
     DUPLICATE_JACCARD,
     DUPLICATE_OF,
     DedupConfig,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from amr_dagster.docstring_judge import (
+from amr_dagster.seeds.docstring_judge import (
     NO,
     UNPARSED,
     YES,
@@ -68,7 +68,7 @@ def test_parse_verdict(answer: str, verdict: str) -> None:
 
 @pytest.mark.llm
 def test_real_judge_on_the_embedded_model_and_through_filter_seeds(tmp_path) -> None:
-    from amr_dagster.filters import FilterConfig, filter_seeds
+    from amr_dagster.seeds.filters import FilterConfig, filter_seeds
     from amr_dagster.llm.registry import EngineSpec, shared_engine
 
     engine = CachedEngine(shared_engine(EngineSpec(backend="llama_cpp", n_ctx=2048, n_threads=1)), MemoryCache())

@@ -7,7 +7,7 @@ import pytest
 
 from amr_dagster.evol.decomposition import choose_direct
 from amr_dagster.evol.report import combine_reports, evol_report, report_markdown
-from amr_dagster.evol.selection import select_verified
+from amr_dagster.dataset.selection import select_verified
 from amr_dagster.outcomes import summarize
 
 GOOD = "def f(x):\n    return x + 1\n"
@@ -183,7 +183,7 @@ def test_real_sandbox_verdicts_flow_into_selection_and_report():
     one failing -> passing; a second instruction whose evolution broke the code keeps its direct
     answer and counts one passing -> failing."""
     from amr_dagster.evol.decomposition import evol_prompts
-    from amr_dagster.execution import execute_responses
+    from amr_dagster.generation.execution import execute_responses
     from amr_dagster.generation.parsing import parse_response
     from amr_dagster.outcomes import with_status
     from amr_dagster.sandbox.auto import open_sandbox

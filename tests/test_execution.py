@@ -3,7 +3,7 @@
 import polars as pl
 import pytest
 
-from amr_dagster.execution import execute_responses
+from amr_dagster.generation.execution import execute_responses
 from amr_dagster.outcomes import with_status
 from amr_dagster.sandbox.base import Limits
 

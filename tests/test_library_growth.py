@@ -8,7 +8,7 @@ import pytest
 
 from amr_dagster.evol.decomposition import MODULE_COLUMNS, EvolConfig
 from amr_dagster.evol.module_library import ModuleLibrary
-from amr_dagster.execution import execute_responses
+from amr_dagster.generation.execution import execute_responses
 from amr_dagster.outcomes import with_status
 from amr_dagster.sandbox.base import Limits
 from assets.evolved_responses import retrieval_snapshot, run_evolution

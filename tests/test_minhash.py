@@ -12,7 +12,7 @@ from datasketch import MinHash, MinHashLSH
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from amr_dagster import minhash
+from amr_dagster.seeds import minhash
 
 
 def _real_functions() -> list[str]:

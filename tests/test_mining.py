@@ -14,9 +14,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from amr_dagster.ids import row_id, stable_id
-from amr_dagster.mining import SEED_FUNCTION_COLUMNS, file_id, mine_batch, mine_source, mine_tree
+from amr_dagster.seeds.mining import SEED_FUNCTION_COLUMNS, file_id, mine_batch, mine_source, mine_tree
 from amr_dagster.outcomes import summarize
-from amr_dagster.seed_sources import SourceFile, content_hash
+from amr_dagster.seeds.sources import SourceFile, content_hash
 
 MODULE = b'''"""A module."""
 import json

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from amr_dagster.seed_sources import MAX_FILE_BYTES, SourceFile, batch_fingerprint, is_seed_location, iter_source_files
+from amr_dagster.seeds.sources import MAX_FILE_BYTES, SourceFile, batch_fingerprint, is_seed_location, iter_source_files
 
 GOOD = b'def f(x):\n    """Double."""\n    return 2 * x\n'
 

@@ -40,7 +40,7 @@ from amr_dagster.ids import row_id, seed_for
 from amr_dagster.llm.base import Completion, LLMEngine, LLMRequest, SamplingParams
 from amr_dagster.outcomes import REASON, STATUS, summarize, with_status
 
-# Columns read from the executed-responses frame (one row per sample, ``amr_dagster.execution``).
+# Columns read from the executed-responses frame (one row per sample, ``amr_dagster.generation.execution``).
 # ``VERDICT`` is the sandbox status ("passed", "failed", "timeout", ...); ``status`` there only
 # says whether the sample passed, so a failing sample is still a candidate direct response.
 ID = "id"

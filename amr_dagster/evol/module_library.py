@@ -285,7 +285,7 @@ def from_seed_rows(
     """Candidates from accepted seed functions (documented and type-checked upstream).
 
     Each row's ``code_key`` holds one function definition (the keys default to the columns of
-    ``amr_dagster.mining``'s seed rows); ``id_key`` becomes the parent id, ``batch`` (or the
+    ``amr_dagster.seeds.mining``'s seed rows); ``id_key`` becomes the parent id, ``batch`` (or the
     row's ``batch_key``) the origin batch, and the import statements under ``imports_key`` (if
     any) are put above the stored code so it runs on its own. Rows whose code does not parse,
     holds no function or has no docstring come back rejected with the reason.

@@ -24,9 +24,9 @@ from typing import Callable, Iterator
 
 import polars as pl
 
-from .ids import row_id, stable_id
-from .outcomes import ACCEPTED, REASON, STATUS, with_status
-from .seed_sources import SourceFile, content_hash, iter_source_files
+from amr_dagster.ids import row_id, stable_id
+from amr_dagster.outcomes import ACCEPTED, REASON, STATUS, with_status
+from amr_dagster.seeds.sources import SourceFile, content_hash, iter_source_files
 
 _PHYSICAL_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
 _TOP_LEVEL_DEF = re.compile(r"^\f*(?:async[ \t]+)?def[ \t\\]", re.MULTILINE)

@@ -40,16 +40,16 @@ from typing import Any, Callable, Iterator, Sequence
 
 import polars as pl
 
-from .decontamination import (
+from amr_dagster.seeds.decontamination import (
     DEFAULT_EXACT_MIN_TOKENS,
     DEFAULT_NGRAM_N,
     DEFAULT_NGRAM_THRESHOLD,
     DEFAULT_PROSE_MIN_TOKENS,
     Decontaminator,
 )
-from .mining import SEED_FUNCTION_COLUMNS
-from .outcomes import ACCEPTED, REASON, STATUS, reason_prefix, with_status
-from .typecheck import typecheck_sources
+from amr_dagster.seeds.mining import SEED_FUNCTION_COLUMNS
+from amr_dagster.outcomes import ACCEPTED, REASON, STATUS, reason_prefix, with_status
+from amr_dagster.seeds.typecheck import typecheck_sources
 
 #: rows -> one (verdict, raw answer) per row; verdict is "yes", "no" or "unparsed".
 DocstringJudge = Callable[[list[dict]], list[tuple[str, str]]]
@@ -89,7 +89,7 @@ class FilterConfig:
     typecheck_batch_size: int = 200
     #: extra benchmark JSONL files to decontaminate against (HumanEval is always included)
     benchmark_files: tuple[str, ...] = ()
-    #: word n-gram size of the overlap test (13: see amr_dagster.decontamination)
+    #: word n-gram size of the overlap test (13: see amr_dagster.seeds.decontamination)
     ngram_n: int = DEFAULT_NGRAM_N
     ngram_threshold: float = DEFAULT_NGRAM_THRESHOLD
     exact_min_tokens: int = DEFAULT_EXACT_MIN_TOKENS

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from amr_dagster import settings
-from amr_dagster.seed_sources import SEED_SUFFIXES, batch_fingerprint, is_seed_location
+from amr_dagster.seeds.sources import SEED_SUFFIXES, batch_fingerprint, is_seed_location
 
 _KEY_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 

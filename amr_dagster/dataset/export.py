@@ -20,8 +20,8 @@ from typing import Any, Iterable
 
 import polars as pl
 
-from amr_dagster.decontamination import Decontaminator
-from amr_dagster.dedup import DedupConfig, SignatureStore, dedup_batch
+from amr_dagster.seeds.decontamination import Decontaminator
+from amr_dagster.seeds.dedup import DedupConfig, SignatureStore, dedup_batch
 from amr_dagster.outcomes import REASON, accepted, summarize, with_status
 
 #: Columns of the exported records (the JSONL lines and the Parquet file).

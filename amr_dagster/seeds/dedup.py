@@ -6,7 +6,7 @@ Meaning (the contract tests and the benchmark check):
   rows of earlier batches are survivors by construction, so they always arrive first.
 - **Exact duplicates** (identical text, by a 64-bit xxh3 of its UTF-8 bytes) are always removed:
   the first arrival survives, later copies get ``exact_duplicate: <kept id>`` and Jaccard 1.0.
-- **Near duplicates**: candidates come from MinHash LSH banding (``amr_dagster.minhash``) and are
+- **Near duplicates**: candidates come from MinHash LSH banding (``amr_dagster.seeds.minhash``) and are
   verified with the Jaccard estimated from the full signatures (``>= threshold``). A row that
   near-duplicates a stored row of an earlier batch is rejected naming that stored row (the best
   match: highest estimate, then earliest arrival). Within the batch rows are decided greedily in
@@ -40,7 +40,7 @@ import numpy as np
 import polars as pl
 import xxhash
 
-from amr_dagster import minhash
+from amr_dagster.seeds import minhash
 from amr_dagster.ids import stable_id
 from amr_dagster.outcomes import with_status
 

@@ -26,7 +26,7 @@ import yaml
 
 from amr_dagster.llm.base import LLMEngine, LLMRequest, SamplingParams
 
-PROMPT_FILE = Path(__file__).resolve().parent / "prompts" / "docstring_judge.yaml"
+PROMPT_FILE = Path(__file__).resolve().parent.parent / "prompts" / "docstring_judge.yaml"
 YES, NO, UNPARSED = "yes", "no", "unparsed"
 MAX_CODE_LINES = 40
 _FIRST_WORD = re.compile(r"[A-Za-z]+")

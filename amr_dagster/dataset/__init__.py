@@ -1,0 +1,1 @@
+"""The end of the graph: choosing one verified response per instruction, and the export."""
