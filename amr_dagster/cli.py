@@ -25,60 +25,87 @@ def _default_home() -> Path:
     return Path(os.environ.get("AMR_HOME", "./.amr"))
 
 
-def _prepare_environment(args: argparse.Namespace) -> None:
-    """Environment the definitions read at load time; must be set before importing them."""
-    home = _default_home()
-    if args.data_dir:
-        os.environ["AMR_DATA_DIR"] = str(Path(args.data_dir).resolve())
-    os.environ.setdefault("AMR_DATA_DIR", str((home / "data").resolve()))
+def _dagster_home() -> str:
+    """The CLI's own Dagster instance (``$DAGSTER_HOME``, else ``<AMR_HOME>/dagster``)."""
     if "DAGSTER_HOME" not in os.environ:
-        dagster_home = (home / "dagster").resolve()
+        dagster_home = (_default_home() / "dagster").resolve()
         dagster_home.mkdir(parents=True, exist_ok=True)
         config = dagster_home / "dagster.yaml"
         if not config.exists():  # the machine may be offline: no telemetry
             config.write_text("telemetry:\n  enabled: false\n")
         os.environ["DAGSTER_HOME"] = str(dagster_home)
-    if getattr(args, "llm_backend", None):
-        os.environ["AMR_LLM_BACKEND"] = args.llm_backend
-    if getattr(args, "max_seeds", None) is not None:
-        os.environ["AMR_MAX_SEEDS"] = str(args.max_seeds)
-    if getattr(args, "n_samples", None) is not None:
-        os.environ["AMR_N_SAMPLES"] = str(args.n_samples)
-    if getattr(args, "benchmark", None):
-        os.environ["AMR_BENCHMARK_FILES"] = os.pathsep.join(str(Path(p).resolve()) for p in args.benchmark)
-    if getattr(args, "sandbox", None):
-        os.environ["AMR_SANDBOX_BACKEND"] = args.sandbox
+    return os.environ["DAGSTER_HOME"]
 
 
-def _run_config(args: argparse.Namespace, selected: list[str]) -> dict:
+def data_root_of(args: argparse.Namespace) -> Path:
+    """``--data-dir``, else ``$AMR_DATA_DIR``, else ``<AMR_HOME>/data``; always passed to the run."""
+    return Path(args.data_dir or os.environ.get("AMR_DATA_DIR") or _default_home() / "data").resolve()
+
+
+def _parse_value(text: str):
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+def run_config(args: argparse.Namespace, selected: list[str], resource_keys: set[str]) -> dict:
+    """Every setting of this run as Dagster run config: resource config for the shared
+    settings, op config for a stage's own. It is what the run records (and the UI shows), and a
+    launch from the launchpad with the same config runs the same way."""
+    resources: dict[str, dict] = {"data_root": {"path": str(data_root_of(args))}}
     ops: dict[str, dict] = {}
+    if args.llm_backend:
+        resources["generator"] = {"backend": args.llm_backend}
+        resources["teacher"] = {"backend": args.llm_backend}
+    if args.max_seeds is not None:
+        resources.setdefault("generation", {})["max_seeds"] = args.max_seeds
+    if args.n_samples is not None:
+        resources.setdefault("generation", {})["n_samples"] = args.n_samples
+    if args.benchmark:
+        resources["benchmarks"] = {"extra_files": [str(Path(p).resolve()) for p in args.benchmark]}
+    if args.sandbox:
+        resources["sandbox"] = {"backend": args.sandbox}
     if "filtered_seeds" in selected:
-        ops["filtered_seeds"] = {"config": {"typecheck": not args.no_typecheck, "docstring_judge": not args.no_judge}}
-    return {"ops": ops, "loggers": {"console": {"config": {"log_level": "INFO" if args.verbose else "WARNING"}}}}
+        ops["filtered_seeds"] = {"typecheck": not args.no_typecheck, "docstring_judge": not args.no_judge}
+    for item in args.set or []:
+        target, _, value = item.partition("=")
+        owner, _, name = target.partition(".")
+        if not name or not _:
+            raise SystemExit(f"--set expects OWNER.FIELD=VALUE (a resource or an asset), got {item!r}")
+        if owner in resource_keys:
+            resources.setdefault(owner, {})[name] = _parse_value(value)
+        elif owner in selected:
+            ops.setdefault(owner, {})[name] = _parse_value(value)
+        else:
+            raise SystemExit(f"--set {item!r}: {owner!r} is neither a resource ({sorted(resource_keys)}) nor a selected asset")
+    return {
+        "resources": {key: {"config": values} for key, values in resources.items()},
+        "ops": {key: {"config": values} for key, values in ops.items()},
+        "loggers": {"console": {"config": {"log_level": "INFO" if args.verbose else "WARNING"}}},
+    }
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    if args.max_seeds is None and not args.seeds and "AMR_MAX_SEEDS" not in os.environ:
+    if args.max_seeds is None and not args.seeds:
         args.max_seeds = DEFAULT_STDLIB_MAX_SEEDS
-    _prepare_environment(args)
+    dagster_home = _dagster_home()
     import dagster as dg
 
-    from amr_dagster.seeds.batches import BatchRegistry
+    from amr_dagster.data_root import DataLayout
     from amr_dagster.definitions import defs
     from amr_dagster.outcomes import family_counts, summarize
-    from amr_dagster.settings import data_dir
     from amr_dagster.seeds.stdlib_batch import write_stdlib_batch
-    from amr_dagster.storage import FrameStore
     from assets import GLOBAL_ASSETS, PARTITIONED_ASSETS
     from assets.partitions import seed_batches
     from sensors.seed_sensor import PIPELINE_JOB
 
+    data = DataLayout(data_root_of(args))
     if args.seeds:
         location = Path(args.seeds)
     else:
         location = write_stdlib_batch(_default_home() / "builtin_seeds", args.stdlib_files)
         print(f"seed batch: {args.stdlib_files or 'all'} files of this interpreter's standard library -> {location}")
-    batch = BatchRegistry(data_dir()).register(location)
+    batch = data.batches().register(location)
     instance = dg.DagsterInstance.get()
     instance.add_dynamic_partitions(seed_batches.name, [batch.key])
 
@@ -89,19 +116,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     if unknown:
         print(f"unknown asset(s) {unknown}; choose from {order}", file=sys.stderr)
         return 2
-    print(f"partition {batch.key}: materializing {', '.join(selected)} (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
+    print(f"partition {batch.key}: materializing {', '.join(selected)} (DAGSTER_HOME={dagster_home})")
     started = time.perf_counter()
     job = defs.resolve_job_def(PIPELINE_JOB)
     result = job.execute_in_process(
         partition_key=batch.key,
         instance=instance,
         asset_selection=[dg.AssetKey.from_user_string(s) for s in selected],
-        run_config=_run_config(args, selected),
+        run_config=run_config(args, selected, set(defs.resources)),
         raise_on_error=False,
     )
     wall = time.perf_counter() - started
 
-    store = FrameStore(data_dir())
+    store = data.frames()
     print(f"\n{'stage':<22}{'rows':>8}{'accepted':>10}{'rejected':>10}  top rejection reasons")
     for name in selected:
         if name in global_names:
@@ -118,18 +145,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     for check in result.get_asset_check_evaluations():
         if not check.passed:
             print(f"CHECK FAILED: {check.asset_key.to_user_string()} {check.check_name}: {check.metadata}")
-    print(f"\nrun {result.run_id} {'succeeded' if result.success else 'FAILED'} in {wall:.1f}s; outputs under {data_dir()}")
-    print(f"open the UI: DAGSTER_HOME={os.environ['DAGSTER_HOME']} .venv/bin/dagster dev -w workspace.yaml")
+    print(f"\nrun {result.run_id} {'succeeded' if result.success else 'FAILED'} in {wall:.1f}s; outputs under {data.root}")
+    print(f"open the UI: DAGSTER_HOME={dagster_home} .venv/bin/dagster dev -w workspace.yaml")
     return 0 if result.success else 1
 
 
 def _print_pass_rate(store, key: str, selected: list[str]) -> None:
     import polars as pl
 
+    from amr_dagster.sandbox.base import Status
+
     if "executed_responses" in selected and store.exists("executed_responses", key):
         executed = store.read("executed_responses", key)
-        judged = executed.filter(pl.col("sandbox_status") != "infra_error")
-        passed = judged.filter(pl.col("sandbox_status") == "passed").height
+        judged = executed.filter(pl.col("sandbox_status") != Status.INFRA_ERROR.value)
+        passed = judged.filter(pl.col("sandbox_status") == Status.PASSED.value).height
         rate = passed / judged.height if judged.height else 0.0
         print(f"\nsandbox pass rate of direct samples: {passed}/{judged.height} = {rate:.1%}")
 
@@ -155,7 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-judge", action="store_true", help="skip the LLM docstring judge")
     run.add_argument("--benchmark", action="append", help="extra benchmark JSONL to decontaminate against (repeatable)")
     run.add_argument("--llm-backend", choices=["llama_cpp", "openai", "vllm", "cache_only", "none"], help="engine for both roles (default: embedded llama.cpp)")
-    run.add_argument("--sandbox", choices=["auto", "docker", "local"], help="sandbox backend (default auto)")
+    run.add_argument("--sandbox", choices=["auto", "docker", "local"], help="sandbox backend (default auto, or $AMR_SANDBOX_BACKEND)")
+    run.add_argument("--set", action="append", metavar="OWNER.FIELD=VALUE",
+                     help="any other setting, as resource or asset config: e.g. generation.response_max_tokens=160, "
+                     "evolution.use_retrieval=false, deduped_seeds.threshold=0.8 (repeatable; values in YAML)")
     run.add_argument("-v", "--verbose", action="store_true", help="show Dagster's step logs")
     run.set_defaults(func=cmd_run)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets import GLOBAL_ASSETS, PARTITIONED_ASSETS
+from assets import EXTERNAL_ASSETS, GLOBAL_ASSETS, PARTITIONED_ASSETS
 from resources import default_resources
 from sensors.backfill_schedule import backfill_schedule
 from sensors.seed_sensor import PIPELINE_JOB, seed_file_sensor
@@ -23,7 +23,7 @@ amr_pipeline = dg.define_asset_job(
 )
 
 defs = dg.Definitions(
-    assets=[*PARTITIONED_ASSETS, *GLOBAL_ASSETS],
+    assets=[*EXTERNAL_ASSETS, *PARTITIONED_ASSETS, *GLOBAL_ASSETS],
     jobs=[amr_pipeline],
     sensors=[seed_file_sensor],
     schedules=[backfill_schedule],

@@ -1,20 +1,280 @@
-"""The columns each stage's frame must carry (checked by every asset's ``schema`` check).
+"""The contract between stages: every stage's columns and types, and the stage order.
 
-One place that states the contract between stages; the stage modules build frames that
-satisfy it, and downstream stages may rely on it.
+The one place a column is declared. Stage modules build frames that satisfy these schemas and
+import them from here; every partitioned asset's ``schema`` check compares its frame with
+``STAGE_SCHEMAS[stage]``; the Dagster layer shows them as column schemas in the UI. The status
+vocabulary of a row is ``amr_dagster.outcomes`` (accepted/rejected); of a sandbox verdict,
+``amr_dagster.sandbox.base.Status``.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import polars as pl
 
-from amr_dagster.seeds.filters import FILTERED_SEED_COLUMNS
-from amr_dagster.seeds.mining import SEED_FUNCTION_COLUMNS
+from amr_dagster.outcomes import REASON, STATUS
 
-__all__ = ["SEED_FUNCTION_COLUMNS", "FILTERED_SEED_COLUMNS", "DEDUPED_SEED_COLUMNS"]
+# -- seeds ------------------------------------------------------------------------------------
+
+SEED_FUNCTION_COLUMNS: dict[str, pl.DataType] = {
+    "id": pl.String(),
+    "parent_id": pl.String(),
+    "batch": pl.String(),
+    "source_path": pl.String(),
+    "repo": pl.String(),
+    "license": pl.String(),
+    "line_start": pl.Int64(),
+    "line_end": pl.Int64(),
+    "name": pl.String(),
+    "is_async": pl.Boolean(),
+    "docstring": pl.String(),
+    "code": pl.String(),
+    "imports": pl.List(pl.String()),
+    STATUS: pl.String(),
+    REASON: pl.String(),
+}
+
+#: ``filtered_seeds``: the seed_functions columns plus the judge's two.
+FILTERED_SEED_COLUMNS: dict[str, pl.DataType] = {
+    **SEED_FUNCTION_COLUMNS,
+    "judge_verdict": pl.String(),
+    "judge_answer": pl.String(),
+}
 
 DEDUPED_SEED_COLUMNS: dict[str, pl.DataType] = {
     **FILTERED_SEED_COLUMNS,
     "duplicate_of": pl.String(),
     "duplicate_jaccard": pl.Float64(),
 }
+
+# -- SelfCodeAlign generation ------------------------------------------------------------------
+
+LLM_COLUMNS: dict[str, pl.DataType] = {
+    "shot_ids": pl.List(pl.String()),
+    "prompt_version": pl.String(),
+    "model_id": pl.String(),
+    "raw_output": pl.String(),
+    "finish_reason": pl.String(),
+    "prompt_tokens": pl.Int64(),
+    "completion_tokens": pl.Int64(),
+    "cached": pl.Boolean(),
+    "status": pl.String(),
+    "reject_reason": pl.String(),
+}
+
+CONCEPT_SCHEMA: dict[str, pl.DataType] = {
+    "id": pl.String(),
+    "parent_id": pl.String(),
+    "seed_id": pl.String(),
+    "batch": pl.String(),
+    "seed_name": pl.String(),
+    "concepts": pl.List(pl.String()),
+    **LLM_COLUMNS,
+}
+
+INSTRUCTION_SCHEMA: dict[str, pl.DataType] = {
+    "id": pl.String(),
+    "parent_id": pl.String(),
+    "seed_id": pl.String(),
+    "batch": pl.String(),
+    "concepts": pl.List(pl.String()),
+    "category": pl.String(),
+    "difficulty": pl.String(),
+    "language": pl.String(),
+    "instruction": pl.String(),
+    **LLM_COLUMNS,
+}
+
+RESPONSE_SCHEMA: dict[str, pl.DataType] = {
+    "id": pl.String(),
+    "parent_id": pl.String(),
+    "seed_id": pl.String(),
+    "batch": pl.String(),
+    "sample_index": pl.Int64(),
+    "concepts": pl.List(pl.String()),
+    "category": pl.String(),
+    "difficulty": pl.String(),
+    "language": pl.String(),
+    "instruction": pl.String(),
+    "response": pl.String(),
+    "explanation": pl.String(),
+    "code": pl.String(),
+    "tests": pl.String(),
+    **LLM_COLUMNS,
+}
+
+VERDICT_COLUMNS: dict[str, pl.DataType] = {
+    "sandbox_status": pl.String(),
+    "tests_run": pl.Int64(),
+    "tests_passed": pl.Int64(),
+    "duration_s": pl.Float64(),
+    "sandbox_detail": pl.String(),
+    "sandbox_backend": pl.String(),
+}
+
+#: ``executed_responses``: the parsed samples with their sandbox verdicts.
+EXECUTED_SCHEMA: dict[str, pl.DataType] = {**RESPONSE_SCHEMA, **VERDICT_COLUMNS}
+
+# -- AMR-Evol ----------------------------------------------------------------------------------
+
+DIRECT_COLUMNS = {
+    "instruction_id": pl.String,
+    "instruction": pl.String,
+    "direct_id": pl.String,
+    "response": pl.String,
+    "code": pl.String,
+    "tests": pl.String,
+    "sandbox_status": pl.String,
+    "tests_passed": pl.Int64,
+    "tests_run": pl.Int64,
+    "direct_passed": pl.Boolean,
+    "samples": pl.Int64,
+    "passing_samples": pl.Int64,
+}
+
+MODULE_COLUMNS = {
+    "module_id": pl.String,
+    "parent_id": pl.String,
+    "instruction_id": pl.String,
+    "name": pl.String,
+    "signature": pl.String,
+    "description": pl.String,
+    "parameters": pl.List(pl.Struct({"name": pl.String, "type": pl.String, "description": pl.String})),
+    "return_type": pl.String,
+    "returns": pl.String,
+    "typed": pl.Boolean,
+    "source": pl.String,
+    "position": pl.Int64,
+    "direct_passed": pl.Boolean,
+    "raw_output": pl.String,
+    "model_id": pl.String,
+    "prompt_version": pl.String,
+}
+
+CANDIDATE_SCHEMA: dict[str, Any] = {
+    "module_id": pl.String,
+    "name": pl.String,
+    "signature": pl.String,
+    "description": pl.String,
+    "code": pl.String,
+    "embed_text": pl.String,
+    "source": pl.String,
+    "batch": pl.String,
+    "parent_id": pl.String,
+    "verified": pl.Boolean,
+    "verified_how": pl.String,
+    REASON: pl.String,
+    STATUS: pl.String,
+}
+
+#: One retrieved entry as the evolution stage reads it (``retrieve_for_queries``).
+RETRIEVED_LIST = pl.List(
+    pl.Struct(
+        {
+            "entry_id": pl.String,
+            "similarity": pl.Float64,
+            "name": pl.String,
+            "signature": pl.String,
+            "description": pl.String,
+            "code": pl.String,
+        }
+    )
+)
+
+ENTRY_COLUMNS = [c for c in CANDIDATE_SCHEMA if c not in (REASON, STATUS)]
+
+ENTRY_SCHEMA: dict[str, Any] = {
+    **{c: CANDIDATE_SCHEMA[c] for c in ENTRY_COLUMNS},
+    "position": pl.Int64,
+    "added_in_snapshot": pl.String,
+}
+
+EVOLVED_COLUMNS = {
+    "id": pl.String,
+    "parent_id": pl.String,
+    "instruction_id": pl.String,
+    "instruction": pl.String,
+    "response": pl.String,
+    "code": pl.String,
+    "tests": pl.String,
+    "raw_output": pl.String,
+    "finish_reason": pl.String,
+    "direct_passed": pl.Boolean,
+    "unchanged": pl.Boolean,
+    "module_ids": pl.List(pl.String),
+    "retrieved_module_ids": pl.List(pl.String),
+    "retrieved_similarities": pl.List(pl.Float64),
+    "library_snapshot": pl.String,
+    "use_decomposition": pl.Boolean,
+    "use_retrieval": pl.Boolean,
+    "model_id": pl.String,
+    "prompt_version": pl.String,
+    "prompt_tokens": pl.Int64,
+    "completion_tokens": pl.Int64,
+}
+
+#: ``evolved_responses``: the rewrites with their own sandbox verdicts.
+EVOLVED_SCHEMA: dict[str, Any] = {**EVOLVED_COLUMNS, **VERDICT_COLUMNS}
+
+# -- verified pairs and the dataset -------------------------------------------------------------
+
+VERIFIED_COLUMNS = {
+    "id": pl.String,
+    "parent_id": pl.String,
+    "instruction_id": pl.String,
+    "instruction": pl.String,
+    "response": pl.String,
+    "code": pl.String,
+    "tests": pl.String,
+    "origin": pl.String,
+    "direct_id": pl.String,
+    "evolved_id": pl.String,
+    "evolved_verdict": pl.String,
+    "passing_direct_samples": pl.Int64,
+}
+
+#: Columns of the exported records (the JSONL lines and the Parquet file).
+DATASET_COLUMNS: dict[str, pl.DataType] = {
+    "id": pl.String(),
+    "instruction": pl.String(),
+    "response": pl.String(),
+    "code": pl.String(),
+    "tests": pl.String(),
+    "origin": pl.String(),
+    "batch": pl.String(),
+    "instruction_id": pl.String(),
+    "seed_id": pl.String(),
+    "seed_name": pl.String(),
+    "seed_source_path": pl.String(),
+    "seed_line_start": pl.Int64(),
+    "seed_line_end": pl.Int64(),
+    "seed_repo": pl.String(),
+    "seed_license": pl.String(),
+}
+
+#: ``verified_pairs``: the selection, its seed's lineage, and the row's status.
+VERIFIED_PAIR_COLUMNS: dict[str, Any] = {
+    **VERIFIED_COLUMNS,
+    **{c: t for c, t in DATASET_COLUMNS.items() if c.startswith("seed_") or c == "batch"},
+    STATUS: pl.String(),
+    REASON: pl.String(),
+}
+
+# -- the stages -------------------------------------------------------------------------------
+
+#: Every stage partitioned by seed batch, in pipeline order, with the schema its frame must hold.
+STAGE_SCHEMAS: dict[str, dict[str, Any]] = {
+    "seed_functions": SEED_FUNCTION_COLUMNS,
+    "filtered_seeds": FILTERED_SEED_COLUMNS,
+    "deduped_seeds": DEDUPED_SEED_COLUMNS,
+    "seed_concepts": CONCEPT_SCHEMA,
+    "instructions": INSTRUCTION_SCHEMA,
+    "responses": RESPONSE_SCHEMA,
+    "executed_responses": EXECUTED_SCHEMA,
+    "library_candidates": CANDIDATE_SCHEMA,
+    "decomposed_modules": MODULE_COLUMNS,
+    "evolved_responses": EVOLVED_SCHEMA,
+    "verified_pairs": VERIFIED_PAIR_COLUMNS,
+}
+PARTITIONED_STAGES: tuple[str, ...] = tuple(STAGE_SCHEMAS)

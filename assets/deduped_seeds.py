@@ -1,48 +1,24 @@
 """``deduped_seeds``: MinHash near-dedup within the batch and against every earlier batch."""
 
-
-import time
-
-import dagster as dg
-import polars as pl
-
-from amr_dagster.seeds.dedup import DedupConfig, SignatureStore, dedup_batch
-from amr_dagster.outcomes import accepted
 from amr_dagster.schemas import DEDUPED_SEED_COLUMNS
-from assets.partitions import seed_batches
-from assets.stage import accepted_ids, emit, stage_checks
-from resources.data_root import DataRoot
+from amr_dagster.seeds.dedup import DedupConfig
+from amr_dagster.seeds.stages import dedup_seeds
+from assets.stage import StageSpec, stage_asset
+from resources.derived import CoreConfig, derive
 
+DedupSettings = derive(DedupConfig, CoreConfig, name="DedupSettings")
 
-class DedupSettings(dg.Config):
-    num_perm: int = 256
-    threshold: float = 0.7
-    shingle_size: int = 5
-
-
-@dg.asset(
-    partitions_def=seed_batches,
-    group_name="seeds",
-    kinds={"python", "parquet"},
-    code_version="deduped_seeds.v1",
-    check_specs=stage_checks("deduped_seeds"),
+SPEC = StageSpec(
+    name="deduped_seeds",
+    group="seeds",
+    run=dedup_seeds,
+    upstream=("filtered_seeds",),
+    config=DedupSettings,
+    schema=DEDUPED_SEED_COLUMNS,
     # One batch at a time: batch N is compared against every batch deduplicated before it,
     # so the order must be a single, recorded sequence (the store's ledger).
     pool="minhash_dedup",
     description="MinHash (word 5-gram shingles, LSH) near-dedup, global across batches through stored "
     "signatures. The earliest copy survives; a rejected row names the id it duplicates.",
 )
-def deduped_seeds(context: dg.AssetExecutionContext, config: DedupSettings, data_root: DataRoot, filtered_seeds: pl.DataFrame):
-    started = time.perf_counter()
-    core = DedupConfig(num_perm=config.num_perm, threshold=config.threshold, shingle_size=config.shingle_size)
-    store = SignatureStore(data_root.root() / "minhash")
-    frame, stats = dedup_batch(accepted(filtered_seeds), context.partition_key, store, core)
-    yield from emit(
-        context,
-        frame,
-        expected_inputs=accepted_ids(filtered_seeds),
-        input_column="id",
-        schema=DEDUPED_SEED_COLUMNS,
-        started=started,
-        stats=stats,
-    )
+deduped_seeds = stage_asset(SPEC)

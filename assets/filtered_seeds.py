@@ -1,67 +1,27 @@
 """``filtered_seeds``: quality rules, pyright, benchmark decontamination, docstring judge."""
 
-
-import time
-
-import dagster as dg
-import polars as pl
-
-from amr_dagster.seeds.filters import FilterConfig, filter_seeds
-from amr_dagster.outcomes import accepted
 from amr_dagster.schemas import FILTERED_SEED_COLUMNS
-from assets.partitions import seed_batches
-from assets.stage import accepted_ids, emit, stage_checks
-from resources.benchmarks import BenchmarkSet
-from resources.llm import LLMResource
+from amr_dagster.seeds.filters import FilterConfig
+from amr_dagster.seeds.stages import filter_seed_functions
+from assets.stage import StageSpec, stage_asset
+from resources.derived import CoreConfig, derive
 
+# The decontamination settings belong to the ``benchmarks`` resource (one set for every stage).
+FilterSettings = derive(
+    FilterConfig, CoreConfig, name="FilterSettings",
+    exclude=("benchmark_files", "ngram_n", "ngram_threshold", "exact_min_tokens", "prose_min_tokens"),
+)
 
-class FilterSettings(dg.Config):
-    """Run config of the seed filters (defaults are the issue's)."""
-
-    max_lines: int = 150
-    denied_imports: list[str] = list(FilterConfig().denied_imports)
-    typecheck: bool = True
-    typecheck_timeout_s: float = FilterConfig().typecheck_timeout_s
-    typecheck_batch_size: int = FilterConfig().typecheck_batch_size
-    docstring_judge: bool = True
-
-
-@dg.asset(
-    partitions_def=seed_batches,
-    group_name="seeds",
-    kinds={"python", "parquet"},
-    code_version="filtered_seeds.v1",
-    check_specs=stage_checks("filtered_seeds"),
+SPEC = StageSpec(
+    name="filtered_seeds",
+    group="seeds",
+    run=filter_seed_functions,
+    upstream=("seed_functions",),
+    config=FilterSettings,
+    schema=FILTERED_SEED_COLUMNS,
+    kinds=("python", "parquet", "pyright"),
     description="Seeds that return a value, carry no TODO/bug markers, import nothing denied, are short, "
     "take parameters, type-check under pyright, are not benchmark problems, and whose docstring "
     "suffices to re-implement them (LLM judge). Every rejection keeps its reason.",
 )
-def filtered_seeds(context: dg.AssetExecutionContext, config: FilterSettings, generator: LLMResource, benchmarks: BenchmarkSet, seed_functions: pl.DataFrame):
-    started = time.perf_counter()
-    candidates = accepted(seed_functions)
-    judge = None
-    if config.docstring_judge:
-        engine = generator.engine()
-        if engine is not None:
-            from amr_dagster.seeds.docstring_judge import make_judge
-
-            judge = make_judge(engine)
-    core_config = FilterConfig(
-        max_lines=config.max_lines,
-        denied_imports=tuple(config.denied_imports),
-        typecheck=config.typecheck,
-        typecheck_timeout_s=config.typecheck_timeout_s,
-        typecheck_batch_size=config.typecheck_batch_size,
-    )
-    usage_before = generator.usage_snapshot()
-    frame, stats = filter_seeds(candidates, core_config, judge=judge, decontaminator=benchmarks.decontaminator())
-    yield from emit(
-        context,
-        frame,
-        expected_inputs=accepted_ids(seed_functions),
-        input_column="id",
-        schema=FILTERED_SEED_COLUMNS,
-        started=started,
-        stats=stats,
-        extra={"llm": generator.usage_since(usage_before), "docstring_judge": judge is not None},
-    )
+filtered_seeds = stage_asset(SPEC)

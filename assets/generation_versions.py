@@ -5,7 +5,3 @@ from amr_dagster.generation.fewshot import default_library
 from amr_dagster.generation.prompting import default_templates, prompt_version
 
 PROMPTS_VERSION = prompt_version(default_templates(), default_library())
-
-
-def llm_stage_version(stage: str, revision: int = 1) -> str:
-    return f"{stage}.v{revision}+prompts.{PROMPTS_VERSION}"

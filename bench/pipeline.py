@@ -19,8 +19,9 @@ What is measured, for N and 4N deduplicated seeds (real standard-library functio
   memory, nothing written.
 * **dagster**: ``amr_pipeline.execute_in_process`` of the same four assets for the seed-batch
   partition on a persistent (SQLite) instance, with the code location's own resources configured
-  through the environment as a user would (``AMR_LLM_BACKEND=cache_only``, ``AMR_LLM_MODEL``,
-  ``AMR_LLM_CACHE`` = the same cache, ``AMR_SANDBOX_BACKEND=local``): run and event-log
+  through run config as the CLI and the launchpad do (``generator``/``teacher``: backend
+  ``cache_only``, the recordings' model, the same cache; ``sandbox``: ``local``; ``data_root``:
+  the site's folder): run and event-log
   storage, the Parquet IO manager (each stage written and read back), metadata and the two
   asset checks per stage included.
   The job definition is resolved once beforehand (a loaded code location).
@@ -93,28 +94,35 @@ class Site:
         (root / "dagster" / "dagster.yaml").write_text(QUIET_INSTANCE)
         self.instance = dg.DagsterInstance.local_temp(tempdir=str(root / "dagster"))
 
-    def activate(self) -> None:
-        os.environ["AMR_DATA_DIR"] = str(self.data)  # the resources resolve paths when a step runs
-
     def register(self, location: Path) -> str:
         from amr_dagster.seeds.batches import BatchRegistry
         from assets.partitions import seed_batches
 
-        self.activate()
         key = BatchRegistry(self.data).register(location).key
         self.instance.add_dynamic_partitions(seed_batches.name, [key])
         return key
 
 
+def resource_config(site: Site) -> dict[str, Any]:
+    """The settings of a replay run, as the CLI passes them: resource config."""
+    llm = {"backend": "cache_only", "model": MODEL_ID, "cache_path": str(site.root.parent / "llm_cache.sqlite")}
+    return {
+        "data_root": {"config": {"path": str(site.data)}},
+        "generator": {"config": llm},
+        "teacher": {"config": llm},
+        "sandbox": {"config": {"backend": "local"}},
+    }
+
+
 def run_job(job, site: Site, key: str, assets: list[str]):
     import dagster as dg
 
-    site.activate()
     result = job.execute_in_process(
         partition_key=key,
         instance=site.instance,
         asset_selection=[dg.AssetKey(a) for a in assets],
         run_config={
+            "resources": resource_config(site),
             "ops": {"filtered_seeds": {"config": {"typecheck": False, "docstring_judge": False}}} if "filtered_seeds" in assets else {},
             "loggers": {"console": {"config": {"log_level": "WARNING"}}},  # as the CLI without -v
         },
@@ -166,7 +174,7 @@ def prepare_seeds(job, n: int, work: Path) -> dict[int, tuple[Site, str]]:
 def generation_config():
     from resources.generation import GenerationSettings
 
-    return GenerationSettings.from_env().config()  # what the code location uses
+    return GenerationSettings().to_core()  # what the code location uses
 
 
 def direct_run(site: Site, key: str, engine_factory: Callable[[], Any], sandbox_backend: str = "local") -> dict[str, Any]:
@@ -210,9 +218,8 @@ def dagster_run(job, site: Site, key: str) -> dict[str, Any]:
         name = mat.asset_key.to_user_string()
         meta = {k: v.value for k, v in mat.metadata.items()}
         if name in LLM_ASSETS:
-            llm = meta.get("llm") or {}
             for field, src in (("llm_requests", "requests"), ("cache_hits", "cache_hits"), ("cache_misses", "cache_misses")):
-                out[field] += int(llm.get(src, 0))
+                out[field] += int(meta.get(f"llm/{src}", 0))
         out[name] = meta.get("accepted")
     return out
 
@@ -229,20 +236,14 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(args.keep).resolve() if args.keep else Path(tempfile.mkdtemp(prefix="amr-bench-pipeline-"))
     work.mkdir(parents=True, exist_ok=True)
-    os.environ["AMR_DATA_DIR"] = str(work / "boot")
     os.environ["DAGSTER_HOME"] = str(work / "dagster-home")  # the runs use each site's own instance
     Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
     (Path(os.environ["DAGSTER_HOME"]) / "dagster.yaml").write_text(QUIET_INSTANCE)
     cache_path = work / "llm_cache.sqlite"
-    # The deployment's own configuration path: the code location reads its resources from the
-    # environment (resources/__init__.py), so the replay is configured exactly as a user would.
-    os.environ["AMR_SANDBOX_BACKEND"] = "local"
-    os.environ["AMR_LLM_BACKEND"] = "cache_only"
-    os.environ["AMR_LLM_MODEL"] = MODEL_ID
-    os.environ["AMR_LLM_CACHE"] = str(cache_path)
-    for role in ("GENERATOR", "TEACHER"):
-        for name in ("BACKEND", "MODEL", "CACHE", "BASE_URL"):
-            os.environ.pop(f"AMR_{role}_{name}", None)
+    # The replay is configured through run config (``resource_config``), as the CLI does; no
+    # AMR_* variable may steer it.
+    for name in [n for n in os.environ if n.startswith("AMR_")]:
+        os.environ.pop(name)
 
     from amr_dagster.definitions import defs
     from amr_dagster.llm.cache import SQLiteCache
@@ -251,8 +252,6 @@ def main(argv: list[str] | None = None) -> int:
     from sensors.seed_sensor import PIPELINE_JOB
 
     job = defs.resolve_job_def(PIPELINE_JOB)
-    generator = defs.resources["generator"]
-    assert (generator.backend, generator.model, generator.cache_path) == ("cache_only", MODEL_ID, str(cache_path)), generator
     n, big = args.n, 4 * args.n
 
     t0 = time.perf_counter()

@@ -1,12 +1,13 @@
-"""Dagster resources: storage, seed location, LLM engines, sandboxes, settings.
+"""Dagster resources: the data root, seed location, LLM roles, sandbox, benchmarks, settings.
 
-``default_resources()`` builds them from the environment, the way hooli-data-eng keys
-resources by deployment: nothing secret is read here; API keys go through ``EnvVar``.
+``default_resources()`` reads nothing from the environment: every resource starts from the
+core's defaults, and a run's resource config (the CLI, the launchpad, a sensor's or schedule's
+run request) sets what differs, so the run's config shows it. Deployment values a field leaves
+empty (data root, LLM endpoints and keys, sandbox backend) are resolved where the step runs,
+like ``dg.EnvVar`` (see each resource).
 """
 
 from __future__ import annotations
-
-import os
 
 
 def default_resources() -> dict[str, object]:
@@ -15,21 +16,19 @@ def default_resources() -> dict[str, object]:
     from resources.evolution import EvolSettings, ModuleLibraryResource
     from resources.generation import GenerationSettings
     from resources.llm import LLMResource
-    from resources.parquet_io import ParquetFrameIOManager
+    from resources.parquet_io import parquet_frames
     from resources.sandbox import SandboxResource
     from resources.seed_location import LocalSeedLocation
 
-    # Paths stay empty here and are read from the environment when a step runs, so one loaded
-    # code location follows AMR_DATA_DIR / AMR_SEEDS_DIR of the process that executes it.
     return {
-        "io_manager": ParquetFrameIOManager(),
+        "io_manager": parquet_frames,
         "data_root": DataRoot(),
         "seed_location": LocalSeedLocation(),
-        "generator": LLMResource.from_env("GENERATOR"),
-        "teacher": LLMResource.from_env("TEACHER"),
-        "benchmarks": BenchmarkSet.from_env(),
-        "generation": GenerationSettings.from_env(),
-        "evolution": EvolSettings.from_env(),
+        "generator": LLMResource(role="generator"),
+        "teacher": LLMResource(role="teacher"),
+        "benchmarks": BenchmarkSet(),
+        "generation": GenerationSettings(),
+        "evolution": EvolSettings(),
         "module_library_store": ModuleLibraryResource(),
-        "sandbox": SandboxResource(backend=os.environ.get("AMR_SANDBOX_BACKEND", "auto")),
+        "sandbox": SandboxResource(),
     }

@@ -15,16 +15,19 @@ def _decontaminator(files: tuple[str, ...]) -> Decontaminator:
 
 
 class BenchmarkSet(dg.ConfigurableResource):
-    """``extra_files``: benchmark JSONL paths beyond HumanEval (``AMR_BENCHMARK_FILES``,
-    separated by ``os.pathsep``)."""
+    """``extra_files``: benchmark JSONL paths beyond HumanEval (the CLI's ``--benchmark``); empty =
+    the deployment's ``AMR_BENCHMARK_FILES`` (``os.pathsep``-separated) where the step runs."""
 
     extra_files: list[str] = []
 
-    @classmethod
-    def from_env(cls) -> "BenchmarkSet":
-        raw = os.environ.get("AMR_BENCHMARK_FILES", "")
-        return cls(extra_files=[p for p in raw.split(os.pathsep) if p])
+    def files(self) -> tuple[str, ...]:
+        if self.extra_files:
+            return tuple(self.extra_files)
+        return tuple(p for p in os.environ.get("AMR_BENCHMARK_FILES", "").split(os.pathsep) if p)
+
+    def names(self) -> list[str]:
+        return ["HumanEval", *self.files()]
 
     def decontaminator(self) -> Decontaminator:
         """Built once per process and file set (the n-gram index is the expensive part)."""
-        return _decontaminator(tuple(self.extra_files))
+        return _decontaminator(self.files())

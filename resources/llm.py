@@ -1,19 +1,23 @@
 """``LLMResource``: an LLM role (``generator`` or ``teacher``) as a Dagster resource.
 
-The resource holds configuration only; the live engine comes from the process-wide registry
+Its engine fields are ``EngineSpec``'s (defined there, derived here). The resource holds
+configuration only; the live engine comes from the process-wide registry
 (``amr_dagster.llm.registry``), so two roles configured for the same model share ONE loaded
 model, and every stage call goes through the persistent cache. ``engine()`` builds it lazily
-on first use (a step that never calls it loads nothing); backend ``"none"`` gives ``None`` and
-the stages skip their LLM work.
+on first use (a step that never calls it loads nothing); backend ``"none"`` gives ``None``.
+
+Deployment values, resolved when a step runs (like ``dg.EnvVar``; never when the definitions
+load): an empty ``backend``, ``model``, ``base_url``, ``api_key`` or ``cache_path`` is read from
+``AMR_<ROLE>_<NAME>`` then ``AMR_LLM_<NAME>`` (``CACHE`` for the cache path) of the process
+that runs the step, else the built-in default (the embedded Gemma through llama.cpp; the cache
+at the data root's ``llm_cache.sqlite``). A value in resource config (the CLI's
+``--llm-backend``, the launchpad) always wins and is what the run's config shows.
 
 Accounting for asset metadata::
 
     before = generator.usage_snapshot()
     ... stage work through generator.engine() ...
-    metadata["llm"] = generator.usage_since(before)   # requests, tokens, cache hits, wall time
-
-API keys: pass ``dg.EnvVar("...")`` for ``api_key`` (``from_env`` does), so the secret is read at
-launch and never shown in the UI.
+    generator.usage_since(before)   # requests, tokens, cache hits, wall time
 
 Executors: Dagster's multiprocess executor builds resources per step process, so an in-process
 model (llama.cpp, vLLM) reloads in every step. Run LLM steps with the in-process executor (the
@@ -24,6 +28,7 @@ project's default), or serve the model (``vllm serve``, ``python -m llama_cpp.se
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -31,40 +36,32 @@ import dagster as dg
 from amr_dagster.llm.base import Usage
 from amr_dagster.llm.cached import CachedEngine
 from amr_dagster.llm.registry import BACKENDS, EngineSpec, loaded_cached_engine, shared_cached_engine
+from resources.derived import CoreResource, derive
+
+_DEFAULT_BACKEND = EngineSpec().backend
+_DEPLOYMENT_FIELDS = {"backend": "BACKEND", "model": "MODEL", "base_url": "BASE_URL", "api_key": "API_KEY"}
 
 
-class LLMResource(dg.ConfigurableResource):
-    """One LLM role. Defaults: the embedded Gemma 3 270M through llama.cpp, cache under the data root."""
+class LLMResource(derive(EngineSpec, CoreResource, name="EngineFields")):  # type: ignore[misc]
+    """One LLM role; see the module docstring for how empty fields are resolved."""
 
-    backend: str = "llama_cpp"
-    model: str = ""  # llama_cpp: GGUF path ("" = embedded Gemma); openai/vllm: model name
-    base_url: str = ""  # openai backend: e.g. http://127.0.0.1:8000/v1
-    api_key: str = ""  # set with dg.EnvVar
-    max_concurrency: int = 8
-    max_retries: int = 5
-    timeout_s: float = 120.0
-    n_ctx: int = 8192
-    n_threads: int = 0  # 0 = all cores
-    tensor_parallel_size: int = 1
-    gpu_memory_utilization: float = 0.9
-    max_model_len: int = 0
-    enable_prefix_caching: bool = True
-    cache_path: str = ""  # "" = <data root>/llm_cache.sqlite
+    role: str = "generator"
+    backend: str = ""  # "" = AMR_<ROLE>_BACKEND / AMR_LLM_BACKEND where the step runs, else llama_cpp
+    cache_path: str = ""  # "" = AMR_<ROLE>_CACHE / AMR_LLM_CACHE, else <data root>/llm_cache.sqlite
 
     @classmethod
     def from_env(cls, role: str) -> "LLMResource":
-        """A role configured from ``AMR_<ROLE>_*`` variables, falling back to ``AMR_LLM_*``.
-
-        Read: BACKEND, MODEL, BASE_URL, MAX_CONCURRENCY, N_CTX, N_THREADS, CACHE and API_KEY
-        (the key through ``dg.EnvVar``, only when the variable exists).
-        """
+        """A role configured now from ``AMR_<ROLE>_*`` variables, falling back to ``AMR_LLM_*``
+        (for a deployment's own definitions). Read: BACKEND, MODEL, BASE_URL, MAX_CONCURRENCY,
+        N_CTX, N_THREADS, CACHE and API_KEY (the key through ``dg.EnvVar``, only when set)."""
         role = role.upper()
 
         def get(name: str, default: str = "") -> str:
             return os.environ.get(f"AMR_{role}_{name}") or os.environ.get(f"AMR_LLM_{name}") or default
 
         fields: dict[str, Any] = {
-            "backend": get("BACKEND", "llama_cpp"),
+            "role": role.lower(),
+            "backend": get("BACKEND", _DEFAULT_BACKEND),
             "model": get("MODEL"),
             "base_url": get("BASE_URL"),
             "cache_path": get("CACHE"),
@@ -78,51 +75,54 @@ class LLMResource(dg.ConfigurableResource):
                 break
         return cls(**fields)
 
+    def _deployment(self, name: str) -> str:
+        role = self.role.upper()
+        return os.environ.get(f"AMR_{role}_{name}") or os.environ.get(f"AMR_LLM_{name}") or ""
+
     def spec(self) -> EngineSpec:
-        if self.backend not in BACKENDS:
-            raise ValueError(f"LLMResource.backend must be one of {BACKENDS}, got {self.backend!r}")
-        api_key = self.api_key
-        if isinstance(api_key, dg.EnvVar):  # used outside a run: Dagster has not resolved it
-            api_key = api_key.get_value() or ""
-        return EngineSpec(
-            backend=self.backend,
-            model=self.model,
-            base_url=self.base_url,
-            api_key=api_key,
-            max_concurrency=self.max_concurrency,
-            max_retries=self.max_retries,
-            timeout_s=self.timeout_s,
-            n_ctx=self.n_ctx,
-            n_threads=self.n_threads,
-            tensor_parallel_size=self.tensor_parallel_size,
-            gpu_memory_utilization=self.gpu_memory_utilization,
-            max_model_len=self.max_model_len,
-            enable_prefix_caching=self.enable_prefix_caching,
-        )
+        values: dict[str, Any] = {}
+        for field, name in _DEPLOYMENT_FIELDS.items():
+            value = getattr(self, field)
+            if isinstance(value, dg.EnvVar):  # used outside a run: Dagster has not resolved it
+                value = value.get_value() or ""
+            values[field] = value or self._deployment(name)
+        values["backend"] = values["backend"] or _DEFAULT_BACKEND
+        if values["backend"] not in BACKENDS:
+            raise ValueError(f"LLMResource.backend must be one of {BACKENDS}, got {values['backend']!r}")
+        return self.to_core(**values)
+
+    def cache_location(self, default: str | Path | None = None) -> str | None:
+        """The cache file: configured, else the deployment's, else ``default`` (the data root's)."""
+        return self.cache_path or self._deployment("CACHE") or (str(default) if default else None)
 
     @property
     def enabled(self) -> bool:
-        return self.backend != "none"
+        return self.spec().backend != "none"
 
-    def engine(self) -> CachedEngine | None:
+    def engine(self, cache_default: str | Path | None = None) -> CachedEngine | None:
         """The shared cached engine of this role (built on first call); ``None`` for backend "none"."""
-        return shared_cached_engine(self.spec(), self.cache_path or None)
+        return shared_cached_engine(self.spec(), self.cache_location(cache_default))
 
-    def model_id(self) -> str:
+    def model_id(self, cache_default: str | Path | None = None) -> str:
         """Identity of the model for code/data versions ("none" when disabled); loads the engine."""
-        engine = self.engine()
+        engine = self.engine(cache_default)
         return engine.model_id if engine is not None else "none"
 
-    def usage_snapshot(self) -> Usage:
+    def usage_snapshot(self, cache_default: str | Path | None = None) -> Usage:
         """Counters now; pair with ``usage_since`` around one materialization's LLM work.
 
         Never loads the model: before the engine exists the counters are all zero.
         """
-        engine = loaded_cached_engine(self.spec(), self.cache_path or None)
+        engine = loaded_cached_engine(self.spec(), self.cache_location(cache_default))
         return engine.snapshot() if engine is not None else Usage()
 
-    def usage_since(self, snapshot: Usage) -> dict[str, Any]:
-        """Requests, tokens, cache hits/misses, errors and wall time since ``snapshot``, as metadata."""
-        engine = loaded_cached_engine(self.spec(), self.cache_path or None)
+    def usage_since(self, snapshot: Usage, cache_default: str | Path | None = None) -> dict[str, Any]:
+        """Requests, tokens, cache hits/misses, errors and wall time since ``snapshot``."""
+        engine = loaded_cached_engine(self.spec(), self.cache_location(cache_default))
         usage = engine.usage_since(snapshot) if engine is not None else Usage(model_id="none")
         return usage.as_metadata(prefix="")
+
+    def summary(self) -> dict[str, Any]:
+        """What the dataset card records about this role (never the API key)."""
+        spec = self.spec()
+        return {"backend": spec.backend, "model": spec.model or "embedded Gemma 3 270M (Q4_K_M)", "base_url": spec.base_url or None}

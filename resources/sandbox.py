@@ -3,6 +3,7 @@ self-tested on open (fail closed), closed when the step ends."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import dagster as dg
@@ -12,9 +13,10 @@ from amr_dagster.sandbox.base import Limits, Sandbox
 
 
 class SandboxResource(dg.ConfigurableResource):
-    """``backend``: ``auto`` (Docker when an engine answers, else bubblewrap), ``docker`` or ``local``."""
+    """``backend``: ``auto`` (Docker when an engine answers, else bubblewrap), ``docker`` or ``local``;
+    empty = the deployment's ``AMR_SANDBOX_BACKEND`` where the step runs, else ``auto``."""
 
-    backend: str = "auto"
+    backend: str = ""
     workers: int = 0  # 0 = one per core
     wall_s: float = 10.0
     cpu_s: float = 10.0
@@ -34,16 +36,20 @@ class SandboxResource(dg.ConfigurableResource):
             output_bytes=self.output_kb * 1024,
         )
 
+    def backend_name(self) -> str:
+        return self.backend or os.environ.get("AMR_SANDBOX_BACKEND") or "auto"
+
     def sandbox(self) -> Sandbox:
         if self._sandbox is None:
+            backend = self.backend_name()
             from amr_dagster.sandbox.auto import open_sandbox
 
             options: dict[str, Any] = {}
             if self.workers:
                 options["workers"] = self.workers
-            if self.backend in ("auto", "docker"):
+            if backend in ("auto", "docker"):
                 options["image"] = self.docker_image
-            self._sandbox = open_sandbox(self.backend, **options)
+            self._sandbox = open_sandbox(backend, **options)
         return self._sandbox
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:

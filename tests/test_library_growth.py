@@ -11,8 +11,7 @@ from amr_dagster.evol.module_library import ModuleLibrary
 from amr_dagster.generation.execution import execute_responses
 from amr_dagster.outcomes import with_status
 from amr_dagster.sandbox.base import Limits
-from assets.evolved_responses import retrieval_snapshot, run_evolution
-from assets.library_candidates import batch_candidates
+from amr_dagster.evol.stages import batch_candidates, retrieval_snapshot, run_evolution
 
 BATCH1_CODE = '''def moving_average(values: list[float], window: int) -> list[float]:
     """Average of each run of `window` consecutive values, in order."""
@@ -84,9 +83,11 @@ def test_batch_two_retrieves_a_module_harvested_from_batch_one(tmp_path, sandbox
     own_module = second.outcomes.filter(pl.col("status") == "accepted")["module_id"][0]
     assert retrieval_snapshot(library, "batch-2") == second.snapshot.snapshot_id
 
-    config = EvolConfig(use_decomposition=False, evolution_max_tokens=48)
+    config = EvolConfig(use_decomposition=False, evolution_max_tokens=48, top_k=3)
     no_modules = with_status(pl.DataFrame(schema=MODULE_COLUMNS), [])
-    evolved, stats, _ = run_evolution(executed2, no_modules, library, "batch-2", teacher, sandbox, limits, config, top_k=3)
+    evolved, stats, _ = run_evolution(
+        executed=executed2, modules=no_modules, library=library, batch="batch-2", engine=teacher, sandbox=sandbox, limits=limits, config=config,
+    )
     row = evolved.row(0, named=True)
     assert row["library_snapshot"] == second.snapshot.snapshot_id
     assert harvested["module_id"][0] in row["retrieved_module_ids"]

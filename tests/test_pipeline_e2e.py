@@ -11,9 +11,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from amr_dagster.evol.report import combine_reports, evol_report
+from amr_dagster.evol.report import combine_reports, evol_report, report_views
 from amr_dagster.outcomes import summarize
-from assets.evolved_responses import report_views
 
 ROOT = Path(__file__).resolve().parent.parent
 

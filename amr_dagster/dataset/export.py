@@ -20,28 +20,11 @@ from typing import Any, Iterable
 
 import polars as pl
 
+from amr_dagster.schemas import DATASET_COLUMNS
 from amr_dagster.seeds.decontamination import Decontaminator
 from amr_dagster.seeds.dedup import DedupConfig, SignatureStore, dedup_batch
 from amr_dagster.outcomes import REASON, accepted, summarize, with_status
 
-#: Columns of the exported records (the JSONL lines and the Parquet file).
-DATASET_COLUMNS: dict[str, pl.DataType] = {
-    "id": pl.String(),
-    "instruction": pl.String(),
-    "response": pl.String(),
-    "code": pl.String(),
-    "tests": pl.String(),
-    "origin": pl.String(),
-    "batch": pl.String(),
-    "instruction_id": pl.String(),
-    "seed_id": pl.String(),
-    "seed_name": pl.String(),
-    "seed_source_path": pl.String(),
-    "seed_line_start": pl.Int64(),
-    "seed_line_end": pl.Int64(),
-    "seed_repo": pl.String(),
-    "seed_license": pl.String(),
-}
 
 DEDUP_FIELDS = ("instruction", "response", "code")
 

@@ -21,26 +21,12 @@ from typing import Any
 
 import polars as pl
 
+from amr_dagster.schemas import VERIFIED_COLUMNS
 from amr_dagster.evol.decomposition import CODE, ID, INSTRUCTION, PARENT, PASSED, RESPONSE, TESTS, VERDICT, seeded_order
 from amr_dagster.ids import row_id
 from amr_dagster.outcomes import summarize, with_status
 
 DEFAULT_MAX_INSTRUCTION_CHARS = 4000
-
-VERIFIED_COLUMNS = {
-    "id": pl.String,
-    "parent_id": pl.String,
-    "instruction_id": pl.String,
-    "instruction": pl.String,
-    "response": pl.String,
-    "code": pl.String,
-    "tests": pl.String,
-    "origin": pl.String,
-    "direct_id": pl.String,
-    "evolved_id": pl.String,
-    "evolved_verdict": pl.String,
-    "passing_direct_samples": pl.Int64,
-}
 
 
 def syntax_problem(code: str | None) -> str | None:

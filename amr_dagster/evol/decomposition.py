@@ -36,6 +36,7 @@ from typing import Any, Sequence
 import polars as pl
 import yaml
 
+from amr_dagster.schemas import DIRECT_COLUMNS, MODULE_COLUMNS
 from amr_dagster.ids import row_id, seed_for
 from amr_dagster.llm.base import Completion, LLMEngine, LLMRequest, SamplingParams
 from amr_dagster.outcomes import REASON, STATUS, summarize, with_status
@@ -82,6 +83,8 @@ class EvolConfig:
     max_modules: int = 8
     require_typed_signature: bool = False
     max_retrieved: int = 3
+    #: library entries kept per retrieval query after dropping the instruction's own code
+    top_k: int = 3
     min_similarity: float = 0.0
     max_retrieved_code_chars: int = 1200
 
@@ -100,21 +103,6 @@ def prompt_version() -> str:
 # --------------------------------------------------------------------------------------------
 # Choosing the direct response
 # --------------------------------------------------------------------------------------------
-
-DIRECT_COLUMNS = {
-    "instruction_id": pl.String,
-    "instruction": pl.String,
-    "direct_id": pl.String,
-    "response": pl.String,
-    "code": pl.String,
-    "tests": pl.String,
-    "sandbox_status": pl.String,
-    "tests_passed": pl.Int64,
-    "tests_run": pl.Int64,
-    "direct_passed": pl.Boolean,
-    "samples": pl.Int64,
-    "passing_samples": pl.Int64,
-}
 
 
 def seeded_order(rows: list[dict[str, Any]], instruction_id: str, global_seed: int, salt: str = "direct") -> list[dict[str, Any]]:
@@ -438,25 +426,6 @@ def parse_modules(
 # --------------------------------------------------------------------------------------------
 # The stage
 # --------------------------------------------------------------------------------------------
-
-MODULE_COLUMNS = {
-    "module_id": pl.String,
-    "parent_id": pl.String,
-    "instruction_id": pl.String,
-    "name": pl.String,
-    "signature": pl.String,
-    "description": pl.String,
-    "parameters": pl.List(pl.Struct({"name": pl.String, "type": pl.String, "description": pl.String})),
-    "return_type": pl.String,
-    "returns": pl.String,
-    "typed": pl.Boolean,
-    "source": pl.String,
-    "position": pl.Int64,
-    "direct_passed": pl.Boolean,
-    "raw_output": pl.String,
-    "model_id": pl.String,
-    "prompt_version": pl.String,
-}
 
 
 def module_query_text(name: str, signature: str, description: str) -> str:

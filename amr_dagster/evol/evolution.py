@@ -31,6 +31,7 @@ from typing import Any, Sequence
 
 import polars as pl
 
+from amr_dagster.schemas import EVOLVED_COLUMNS
 from amr_dagster.evol.decomposition import EvolConfig, choose_direct, evol_prompts, prompt_version
 from amr_dagster.generation.parsing import CopyDetector, normalize_code, parse_response
 from amr_dagster.ids import row_id, seed_for
@@ -38,30 +39,6 @@ from amr_dagster.llm.base import Completion, LLMEngine, LLMRequest, SamplingPara
 from amr_dagster.outcomes import ACCEPTED, REASON, STATUS, summarize, with_status
 
 Section = tuple[str, str]  # (section name, rendered text)
-
-EVOLVED_COLUMNS = {
-    "id": pl.String,
-    "parent_id": pl.String,
-    "instruction_id": pl.String,
-    "instruction": pl.String,
-    "response": pl.String,
-    "code": pl.String,
-    "tests": pl.String,
-    "raw_output": pl.String,
-    "finish_reason": pl.String,
-    "direct_passed": pl.Boolean,
-    "unchanged": pl.Boolean,
-    "module_ids": pl.List(pl.String),
-    "retrieved_module_ids": pl.List(pl.String),
-    "retrieved_similarities": pl.List(pl.Float64),
-    "library_snapshot": pl.String,
-    "use_decomposition": pl.Boolean,
-    "use_retrieval": pl.Boolean,
-    "model_id": pl.String,
-    "prompt_version": pl.String,
-    "prompt_tokens": pl.Int64,
-    "completion_tokens": pl.Int64,
-}
 
 
 # --------------------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 import polars as pl
 
+from amr_dagster.schemas import CANDIDATE_SCHEMA, ENTRY_COLUMNS, ENTRY_SCHEMA, RETRIEVED_LIST
 from amr_dagster.evol.embeddings import Embedder
 from amr_dagster.evol.module_index import ModuleIndex, atomic_write
 from amr_dagster.ids import stable_id
@@ -59,41 +60,6 @@ SEED = "seed"
 HARVESTED = "harvested"
 SEED_VERIFIED = "seed: documented + type-checked"
 SANDBOX_VERIFIED = "sandbox: tests passed"
-
-CANDIDATE_SCHEMA: dict[str, Any] = {
-    "module_id": pl.String,
-    "name": pl.String,
-    "signature": pl.String,
-    "description": pl.String,
-    "code": pl.String,
-    "embed_text": pl.String,
-    "source": pl.String,
-    "batch": pl.String,
-    "parent_id": pl.String,
-    "verified": pl.Boolean,
-    "verified_how": pl.String,
-    REASON: pl.String,
-    STATUS: pl.String,
-}
-#: One retrieved entry as the evolution stage reads it (``retrieve_for_queries``).
-RETRIEVED_LIST = pl.List(
-    pl.Struct(
-        {
-            "entry_id": pl.String,
-            "similarity": pl.Float64,
-            "name": pl.String,
-            "signature": pl.String,
-            "description": pl.String,
-            "code": pl.String,
-        }
-    )
-)
-ENTRY_COLUMNS = [c for c in CANDIDATE_SCHEMA if c not in (REASON, STATUS)]
-ENTRY_SCHEMA: dict[str, Any] = {
-    **{c: CANDIDATE_SCHEMA[c] for c in ENTRY_COLUMNS},
-    "position": pl.Int64,
-    "added_in_snapshot": pl.String,
-}
 
 
 # --------------------------------------------------------------------------- functions as text

@@ -163,3 +163,19 @@ def combine_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
     out["retrieval_top1_similarity_max"] = max(maxes) if maxes else None
     out["verified_yield"] = _rate(out["verified_pairs"], out["instructions"])
     return out
+
+
+def report_views(evolved: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(every evolved row with ``status`` = parsed or not, the executed ones) for ``evol_report``:
+    in ``evolved_responses`` ``status`` means "passed in the sandbox", a parsed row has a sandbox verdict."""
+    from amr_dagster.outcomes import REJECTED
+
+    ran = pl.col("sandbox_status").is_not_null()
+    parsed = evolved.with_columns(pl.when(ran).then(pl.lit(ACCEPTED)).otherwise(pl.lit(REJECTED)).alias(STATUS))
+    return parsed, evolved.filter(ran)
+
+
+def batch_report(executed: pl.DataFrame, evolved: pl.DataFrame, verified: pl.DataFrame) -> dict[str, Any]:
+    """``evol_report`` of one batch from its three stage frames."""
+    parsed, executed_evolved = report_views(evolved)
+    return evol_report(executed, parsed, executed_evolved, verified)

@@ -12,6 +12,7 @@ from typing import Any
 
 import polars as pl
 
+from amr_dagster.schemas import CONCEPT_SCHEMA, LLM_COLUMNS
 from amr_dagster.generation.calls import Timer, generate_grouped, llm_failure, usage_of
 from amr_dagster.generation.config import GenerationConfig
 from amr_dagster.generation.fewshot import FewShotLibrary, default_library
@@ -27,29 +28,6 @@ from amr_dagster.generation.prompting import (
 from amr_dagster.ids import row_id, seed_for
 from amr_dagster.llm.base import LLMEngine, LLMRequest, SamplingParams
 from amr_dagster.outcomes import accepted, summarize
-
-LLM_COLUMNS: dict[str, pl.DataType] = {
-    "shot_ids": pl.List(pl.String()),
-    "prompt_version": pl.String(),
-    "model_id": pl.String(),
-    "raw_output": pl.String(),
-    "finish_reason": pl.String(),
-    "prompt_tokens": pl.Int64(),
-    "completion_tokens": pl.Int64(),
-    "cached": pl.Boolean(),
-    "status": pl.String(),
-    "reject_reason": pl.String(),
-}
-
-CONCEPT_SCHEMA: dict[str, pl.DataType] = {
-    "id": pl.String(),
-    "parent_id": pl.String(),
-    "seed_id": pl.String(),
-    "batch": pl.String(),
-    "seed_name": pl.String(),
-    "concepts": pl.List(pl.String()),
-    **LLM_COLUMNS,
-}
 
 
 def truncate_seed(code: str, max_chars: int) -> str:

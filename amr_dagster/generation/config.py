@@ -19,6 +19,9 @@ class GenerationConfig:
     """
 
     global_seed: int = 0
+    #: > 0 caps how many deduplicated seeds of a batch enter generation (the rest are recorded as
+    #: rejected ``over_seed_limit``); 0 = no cap
+    max_seeds: int = 0
     language: str = "python"
     categories: tuple[str, ...] = CATEGORY_CHOICES
     difficulties: tuple[str, ...] = DIFFICULTY_CHOICES

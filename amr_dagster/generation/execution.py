@@ -15,17 +15,9 @@ from typing import Any
 
 import polars as pl
 
+from amr_dagster.schemas import VERDICT_COLUMNS
 from amr_dagster.outcomes import accepted, with_status
 from amr_dagster.sandbox.base import Limits, Sandbox
-
-VERDICT_COLUMNS: dict[str, pl.DataType] = {
-    "sandbox_status": pl.String(),
-    "tests_run": pl.Int64(),
-    "tests_passed": pl.Int64(),
-    "duration_s": pl.Float64(),
-    "sandbox_detail": pl.String(),
-    "sandbox_backend": pl.String(),
-}
 
 
 def _reason(verdict: dict[str, Any]) -> str | None:

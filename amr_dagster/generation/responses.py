@@ -14,6 +14,7 @@ from typing import Any
 
 import polars as pl
 
+from amr_dagster.schemas import RESPONSE_SCHEMA
 from amr_dagster.generation.calls import Timer, generate_grouped, llm_failure, usage_of
 from amr_dagster.generation.concepts import LLM_COLUMNS, llm_fields
 from amr_dagster.generation.config import GenerationConfig
@@ -30,24 +31,6 @@ from amr_dagster.generation.prompting import (
 from amr_dagster.ids import row_id, seed_for
 from amr_dagster.llm.base import LLMEngine, LLMRequest, SamplingParams
 from amr_dagster.outcomes import accepted, summarize
-
-RESPONSE_SCHEMA: dict[str, pl.DataType] = {
-    "id": pl.String(),
-    "parent_id": pl.String(),
-    "seed_id": pl.String(),
-    "batch": pl.String(),
-    "sample_index": pl.Int64(),
-    "concepts": pl.List(pl.String()),
-    "category": pl.String(),
-    "difficulty": pl.String(),
-    "language": pl.String(),
-    "instruction": pl.String(),
-    "response": pl.String(),
-    "explanation": pl.String(),
-    "code": pl.String(),
-    "tests": pl.String(),
-    **LLM_COLUMNS,
-}
 
 
 def responses(

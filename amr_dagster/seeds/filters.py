@@ -40,6 +40,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import polars as pl
 
+from amr_dagster.schemas import FILTERED_SEED_COLUMNS
 from amr_dagster.seeds.decontamination import (
     DEFAULT_EXACT_MIN_TOKENS,
     DEFAULT_NGRAM_N,
@@ -54,13 +55,6 @@ from amr_dagster.seeds.typecheck import typecheck_sources
 #: rows -> one (verdict, raw answer) per row; verdict is "yes", "no" or "unparsed".
 DocstringJudge = Callable[[list[dict]], list[tuple[str, str]]]
 
-#: The schema of ``filtered_seeds``: the seed_functions columns plus the judge's two
-#: (the same contract as ``amr_dagster.schemas.FILTERED_SEED_COLUMNS``).
-FILTERED_SEED_COLUMNS: dict[str, pl.DataType] = {
-    **SEED_FUNCTION_COLUMNS,
-    "judge_verdict": pl.String(),
-    "judge_answer": pl.String(),
-}
 
 CHECK_ORDER = (
     "contaminated",
@@ -87,6 +81,8 @@ class FilterConfig:
     typecheck: bool = True
     typecheck_timeout_s: float = 300.0
     typecheck_batch_size: int = 200
+    #: ask the generator whether the docstring suffices to re-implement the function
+    docstring_judge: bool = True
     #: extra benchmark JSONL files to decontaminate against (HumanEval is always included)
     benchmark_files: tuple[str, ...] = ()
     #: word n-gram size of the overlap test (13: see amr_dagster.seeds.decontamination)

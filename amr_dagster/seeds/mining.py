@@ -24,6 +24,7 @@ from typing import Callable, Iterator
 
 import polars as pl
 
+from amr_dagster.schemas import SEED_FUNCTION_COLUMNS
 from amr_dagster.ids import row_id, stable_id
 from amr_dagster.outcomes import ACCEPTED, REASON, STATUS, with_status
 from amr_dagster.seeds.sources import SourceFile, content_hash, iter_source_files
@@ -33,24 +34,6 @@ _TOP_LEVEL_DEF = re.compile(r"^\f*(?:async[ \t]+)?def[ \t\\]", re.MULTILINE)
 
 #: A check of a whole file's text: None when clean, else a rejection reason.
 Screen = Callable[[str], "str | None"]
-
-SEED_FUNCTION_COLUMNS: dict[str, pl.DataType] = {
-    "id": pl.String(),
-    "parent_id": pl.String(),
-    "batch": pl.String(),
-    "source_path": pl.String(),
-    "repo": pl.String(),
-    "license": pl.String(),
-    "line_start": pl.Int64(),
-    "line_end": pl.Int64(),
-    "name": pl.String(),
-    "is_async": pl.Boolean(),
-    "docstring": pl.String(),
-    "code": pl.String(),
-    "imports": pl.List(pl.String()),
-    STATUS: pl.String(),
-    REASON: pl.String(),
-}
 
 
 def file_id(batch: str, path: str, data: bytes | None, occurrence: int = 0) -> str:
