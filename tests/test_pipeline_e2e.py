@@ -49,17 +49,15 @@ def test_main_job_end_to_end_with_lineage(tmp_path):
         **__import__("os").environ,
         "AMR_HOME": str(tmp_path / "amr"),
         "AMR_DATA_DIR": str(data),
-        "AMR_SANDBOX_BACKEND": "local",
-        "AMR_N_SAMPLES": "2",
-        "AMR_CONCEPTS_MAX_TOKENS": "32",
-        "AMR_INSTRUCTION_MAX_TOKENS": "64",
-        "AMR_RESPONSE_MAX_TOKENS": "160",
-        "AMR_EVOL_DECOMPOSITION_MAX_TOKENS": "96",
-        "AMR_EVOL_EVOLUTION_MAX_TOKENS": "160",
     }
     env.pop("DAGSTER_HOME", None)
+    settings = [
+        "generation.concepts_max_tokens=32", "generation.instruction_max_tokens=64", "generation.response_max_tokens=160",
+        "evolution.decomposition_max_tokens=96", "evolution.evolution_max_tokens=160",
+    ]
     proc = subprocess.run(
-        [str(Path(sys.executable).parent / "amr-dagster"), "run", "--seeds", str(seeds)],
+        [str(Path(sys.executable).parent / "amr-dagster"), "run", "--seeds", str(seeds), "--sandbox", "local", "--n-samples", "2",
+         *[arg for setting in settings for arg in ("--set", setting)]],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800,
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
