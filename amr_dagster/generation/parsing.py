@@ -4,7 +4,7 @@ A small base model does not follow a format, it continues one: it rambles past t
 answer, starts the next example, repeats a header, leaves a code block open or runs into
 ``max_tokens``. Each parser takes the raw text and the finish reason and returns either what it
 extracted or a reject reason (``family`` or ``family: detail``), never an exception.
-Tests in ``tests/test_generation_parsing.py`` run these on outputs recorded from the real model.
+Tests in ``tests/generation/test_generation_parsing.py`` run these on outputs recorded from the real model.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ n = 13 (also the window of the GPT-3 and Codex decontamination studies: in code,
 one or two whole statements, so shared idioms never collide on their own) leaves a 5x margin
 between the most similar real function and the threshold 0.1, while catching more edited
 copies than n = 10 at the same margin. No real function was flagged by either test.
-``tests/test_decontamination.py`` re-measures the false-positive rate on stdlib functions.
+``tests/seeds/test_decontamination.py`` re-measures the false-positive rate on stdlib functions.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Docker-specific behaviour of the Docker sandbox backend, on the real dockerd of scripts/dockerd.sh.
 
-The attack suite and the HumanEval conformance (tests/test_sandbox_attacks.py,
-tests/test_sandbox_humaneval.py) run against this backend too; this file covers what only the
+The attack suite and the HumanEval conformance (tests/sandbox/test_sandbox_attacks.py,
+tests/sandbox/test_sandbox_humaneval.py) run against this backend too; this file covers what only the
 Docker backend has: the container's configuration, container recycling and removal, the host-side
 deadline, cgroup OOM kills, infra errors, launcher death and the reaper, and the engine script.
 """
@@ -31,7 +31,7 @@ from amr_dagster.sandbox.docker_backend import (
 )
 from tests.docker_fixtures import DOCKERD_SCRIPT
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FAST = Limits(wall_s=10.0, cpu_s=5.0)
 ADD = "def add(a, b):\n    return a + b\n"
 

@@ -31,7 +31,7 @@ from amr_dagster.evol.decomposition import (
 from amr_dagster.llm.base import Completion, LLMRequest
 from amr_dagster.outcomes import summarize
 
-RECORDED = Path(__file__).parent / "fixtures" / "recorded"
+RECORDED = Path(__file__).resolve().parents[1] / "fixtures" / "recorded"
 EXECUTED_SCHEMA = {
     "id": pl.String, "parent_id": pl.String, "instruction": pl.String, "response": pl.String,
     "code": pl.String, "tests": pl.String, "sandbox_status": pl.String, "tests_passed": pl.Int64, "tests_run": pl.Int64,

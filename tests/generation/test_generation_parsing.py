@@ -23,7 +23,7 @@ from amr_dagster.generation.parsing import (
 )
 from amr_dagster.outcomes import reason_prefix
 
-RECORDED = Path(__file__).parent / "fixtures" / "recorded"
+RECORDED = Path(__file__).resolve().parents[1] / "fixtures" / "recorded"
 LIBRARY = default_library()
 CODE_COPIES = CopyDetector({e.id: e.code for e in LIBRARY.examples})
 INSTRUCTION_COPIES = CopyDetector({e.id: e.instruction for e in LIBRARY.examples})

@@ -27,7 +27,7 @@ from amr_dagster.evol.evolution import (
     module_stub,
 )
 from amr_dagster.generation.parsing import parse_response
-from tests.test_evol_decomposition import FixedEngine, ReplayEngine, executed, load, sample
+from tests.evol.test_evol_decomposition import FixedEngine, ReplayEngine, executed, load, sample
 
 CONFIGS = [EvolConfig(use_decomposition=d, use_retrieval=r) for d, r in product([True, False], repeat=2)]
 STUBS = [module_stub("parse(text: str) -> list[int]", "Numbers in a text."), module_stub("total(xs: list[int]) -> int", "Their sum.")]

@@ -14,7 +14,7 @@ import pytest
 from amr_dagster.evol.report import combine_reports, evol_report, report_views
 from amr_dagster.outcomes import summarize
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 SEEDS = '''
 def add_numbers(a: int, b: int) -> int:

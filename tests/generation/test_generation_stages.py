@@ -36,7 +36,7 @@ from amr_dagster.generation.responses import RESPONSE_SCHEMA, responses
 from amr_dagster.llm.base import Completion, LLMRequest
 from amr_dagster.outcomes import reason_prefix
 
-RECORDED = Path(__file__).parent / "fixtures" / "recorded"
+RECORDED = Path(__file__).resolve().parents[1] / "fixtures" / "recorded"
 STAGES = {"concepts": seed_concepts, "instructions": instructions, "responses": responses}
 SCHEMAS = {"concepts": CONCEPT_SCHEMA, "instructions": INSTRUCTION_SCHEMA, "responses": RESPONSE_SCHEMA}
 REASON_FAMILIES = {
@@ -168,7 +168,7 @@ def test_prompts_end_with_the_open_query_and_number_the_examples():
 
 
 def test_template_file_errors_name_the_field(tmp_path):
-    text = (Path(__file__).parent.parent / "amr_dagster" / "prompts" / "selfcodealign.yaml").read_text()
+    text = (Path(__file__).resolve().parents[2] / "amr_dagster" / "prompts" / "selfcodealign.yaml").read_text()
     broken = tmp_path / "t.yaml"
     broken.write_text(text.replace("    ### Instruction\n  stop:", "    ### Instruction {oops}\n  stop:"))
     with pytest.raises(ValueError, match=r"t.yaml: field 'instructions.query': placeholders \['oops'\]"):

@@ -16,7 +16,7 @@ import pytest
 from amr_dagster.seeds.batches import BatchRegistry
 from amr_dagster.storage import FrameStore
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SEED_SELECTION = ["seed_functions", "filtered_seeds", "deduped_seeds"]
 
 FUNCS_A = '''

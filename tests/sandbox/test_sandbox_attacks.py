@@ -27,7 +27,7 @@ from amr_dagster.sandbox.base import Limits, Sandbox, SandboxResult, Status
 from amr_dagster.sandbox.harness import build_job
 from tests.sandbox_backends import leftover_processes, sandbox  # noqa: F401  (fixture)
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 # A secret in the harness's own environment: no sandboxed process may ever see it.
 FAKE_SECRET_NAME = "AMR_FAKE_SECRET"
 os.environ[FAKE_SECRET_NAME] = "s3cr3t-" + secrets.token_hex(8)

@@ -21,7 +21,7 @@ from amr_dagster.llm.base import LLMRequest, SamplingParams
 from amr_dagster.llm.cache import SQLiteCache
 from amr_dagster.llm.cached import CachedEngine
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _python(code: str, *args: str) -> subprocess.Popen:
@@ -68,7 +68,7 @@ from amr_dagster.llm.cache import SQLiteCache
 from amr_dagster.llm.cached import CachedEngine
 from amr_dagster.llm.llama_cpp_engine import LlamaCppEngine
 sys.path.insert(0, sys.argv[2])
-from tests.test_llm_cache import crash_workload
+from tests.llm.test_llm_cache import crash_workload
 engine = CachedEngine(LlamaCppEngine(n_ctx=1024, n_threads=1), SQLiteCache(sys.argv[1]))
 print("loaded", flush=True)
 engine.generate(crash_workload())
