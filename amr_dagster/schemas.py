@@ -15,6 +15,20 @@ import polars as pl
 
 from amr_dagster.outcomes import REASON, STATUS
 
+# -- column names the later stages read by name ------------------------------------------------
+
+ID = "id"
+PARENT = "parent_id"
+INSTRUCTION = "instruction"
+RESPONSE = "response"
+CODE = "code"
+TESTS = "tests"
+#: the sandbox's verdict of a sample (``amr_dagster.sandbox.base.Status``); a frame's ``status``
+#: only says whether the row was accepted, so a failing sample is still a candidate direct response
+VERDICT = "sandbox_status"
+TESTS_PASSED = "tests_passed"
+TESTS_RUN = "tests_run"
+
 # -- seeds ------------------------------------------------------------------------------------
 
 SEED_FUNCTION_COLUMNS: dict[str, pl.DataType] = {

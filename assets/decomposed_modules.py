@@ -1,6 +1,6 @@
 """``decomposed_modules`` (AMR-Evol stage 1): function modules of each instruction's direct response."""
 
-from amr_dagster.evol.decomposition import prompt_version
+from amr_dagster.evol.config import prompt_version
 from amr_dagster.evol.stages import decompose
 from amr_dagster.schemas import MODULE_COLUMNS
 from assets.stage import StageSpec, stage_asset

@@ -6,7 +6,7 @@ functions and its verified direct responses) and everything earlier batches adde
 modules harvested from the instruction's own samples: a response never retrieves its own code.
 The snapshot id and the entry ids shown are on every row, so a rerun sees the same library."""
 
-from amr_dagster.evol.decomposition import prompt_version
+from amr_dagster.evol.config import prompt_version
 from amr_dagster.evol.stages import evolve
 from amr_dagster.schemas import EVOLVED_SCHEMA
 from assets.stage import StageSpec, stage_asset

@@ -16,7 +16,8 @@ from typing import Iterator
 import polars as pl
 
 from amr_dagster.ids import stable_id
-from amr_dagster.seeds.mining import SEED_FUNCTION_COLUMNS, mine_tree
+from amr_dagster.schemas import SEED_FUNCTION_COLUMNS
+from amr_dagster.seeds.mining import mine_tree
 from amr_dagster.settings import cache_dir
 
 

@@ -51,7 +51,7 @@ import numpy as np
 
 from amr_dagster.evol.embeddings import SentenceEmbedder, l2_normalise
 from amr_dagster.evol.module_index import ModuleIndex, exact_top_k
-from amr_dagster.evol.module_library import FunctionParts, module_text, parse_functions
+from amr_dagster.evol.functions import FunctionParts, module_text, parse_functions
 from amr_dagster.settings import cache_dir
 
 

@@ -10,7 +10,7 @@ from functools import lru_cache
 import dagster as dg
 
 from amr_dagster.data_root import DataLayout
-from amr_dagster.evol.decomposition import EvolConfig
+from amr_dagster.evol.config import EvolConfig
 from resources.derived import CoreResource, derive
 
 EvolSettings = derive(EvolConfig, CoreResource, name="EvolSettings", exclude=("global_seed",))

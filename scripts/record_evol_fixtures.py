@@ -38,14 +38,9 @@ import polars as pl
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from amr_dagster.evol.decomposition import (  # noqa: E402
-    EvolConfig,
-    choose_direct,
-    decomposed_modules,
-    module_query_text,
-    prompt_version,
-    retrieval_queries,
-)
+from amr_dagster.evol.config import EvolConfig, prompt_version  # noqa: E402
+from amr_dagster.evol.decomposition import decomposed_modules, module_query_text, retrieval_queries  # noqa: E402
+from amr_dagster.evol.direct import choose_direct  # noqa: E402
 from amr_dagster.evol.evolution import evolve_responses  # noqa: E402
 from amr_dagster.ids import stable_id  # noqa: E402
 from amr_dagster.llm.base import Completion, LLMRequest  # noqa: E402

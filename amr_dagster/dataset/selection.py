@@ -22,7 +22,8 @@ from typing import Any
 import polars as pl
 
 from amr_dagster.schemas import VERIFIED_COLUMNS
-from amr_dagster.evol.decomposition import CODE, ID, INSTRUCTION, PARENT, PASSED, RESPONSE, TESTS, VERDICT, seeded_order
+from amr_dagster.evol.direct import PASSED, seeded_order
+from amr_dagster.schemas import CODE, ID, INSTRUCTION, PARENT, RESPONSE, TESTS, VERDICT
 from amr_dagster.ids import row_id
 from amr_dagster.outcomes import summarize, with_status
 

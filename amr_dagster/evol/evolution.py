@@ -32,7 +32,8 @@ from typing import Any, Sequence
 import polars as pl
 
 from amr_dagster.schemas import EVOLVED_COLUMNS
-from amr_dagster.evol.decomposition import EvolConfig, choose_direct, evol_prompts, prompt_version
+from amr_dagster.evol.config import EvolConfig, evol_prompts, prompt_version
+from amr_dagster.evol.direct import choose_direct
 from amr_dagster.generation.parsing import CopyDetector, normalize_code, parse_response
 from amr_dagster.ids import row_id, seed_for
 from amr_dagster.llm.base import Completion, LLMEngine, LLMRequest, SamplingParams

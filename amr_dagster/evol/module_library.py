@@ -1,9 +1,9 @@
 """The functional-module library of AMR-Evol: verified functions, embedded, retrievable, versioned.
 
-Entries are function modules that were verified before they got in: documented, type-checked
-seed functions (``from_seed_rows``) and top-level functions harvested from responses that passed
-their tests in the sandbox (``from_verified_code``). Each carries its provenance (source, batch,
-parent row id, how it was verified).
+Entries are function modules that were verified before they got in (``amr_dagster.evol.candidates``:
+documented, type-checked seed functions and functions harvested from responses that passed
+their tests in the sandbox), each with its provenance (source, batch, parent row id, how it
+was verified). How a function is cut into parts and turned into text: ``amr_dagster.evol.functions``.
 
 Growth happens in batches. Every ``add_batch`` commits a new immutable *snapshot*: the library
 state after that batch, named ``v<seq>-<hash>``. Entries are append-only and numbered in order,
@@ -23,7 +23,7 @@ signature and description come first, so it is the tail of a long body that gets
 A commit that crashes half-way is invisible: the library reopens at its last manifest and the
 index at the matching prefix of its segments; the retried batch rewrites the same file names.
 
-Storage under ``root`` (the lead passes ``settings.data_dir() / "module_library"``):
+Storage under ``root`` (``DataLayout.library_dir()``):
 ``library.json`` (snapshots, model id; replaced atomically, written last), ``entries/<snapshot>.parquet``
 (metadata of the entries each snapshot added), ``outcomes/<snapshot>.parquet`` (every candidate
 of the batch with its accept/reject reason) and ``index/`` (vectors and the ANN index). Writers
@@ -32,283 +32,29 @@ hold a file lock, so two processes cannot commit interleaved snapshots.
 
 from __future__ import annotations
 
-import ast
 import fcntl
 import json
-import textwrap
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import polars as pl
 
-from amr_dagster.schemas import CANDIDATE_SCHEMA, ENTRY_COLUMNS, ENTRY_SCHEMA, RETRIEVED_LIST
 from amr_dagster.evol.embeddings import Embedder
+from amr_dagster.evol.functions import query_text
 from amr_dagster.evol.module_index import ModuleIndex, atomic_write
 from amr_dagster.ids import stable_id
 from amr_dagster.outcomes import ACCEPTED, REASON, REJECTED, STATUS
+from amr_dagster.schemas import CANDIDATE_SCHEMA, ENTRY_COLUMNS, ENTRY_SCHEMA, RETRIEVED_LIST
 
 FORMAT_VERSION = 1
 MANIFEST = "library.json"
 EMPTY_SNAPSHOT = "v0000-empty"
 NOVELTY_THRESHOLD = 0.95
 
-SEED = "seed"
-HARVESTED = "harvested"
-SEED_VERIFIED = "seed: documented + type-checked"
-SANDBOX_VERIFIED = "sandbox: tests passed"
-
-
-# --------------------------------------------------------------------------- functions as text
-
-
-@dataclass(frozen=True)
-class FunctionParts:
-    """One function split the way the library needs it."""
-
-    name: str
-    signature: str  # "name(a: int, b: int) -> int" (with "async " first for coroutines)
-    description: str  # cleaned docstring, "" when there is none
-    body: str  # the body's source without the docstring, dedented
-    code: str  # the whole definition, decorators included
-
-
-def normalise_signature(signature: str, name: str = "") -> str:
-    """``def f(x) -> int:`` -> ``f(x) -> int``; a bare parameter list gets the name in front."""
-    sig = " ".join(signature.strip().split())
-    for prefix in ("async def ", "def "):
-        if sig.startswith(prefix):
-            sig = ("async " if prefix.startswith("async") else "") + sig[len(prefix):]
-    sig = sig.rstrip(":").strip()
-    if name and not (sig.startswith(name) or sig.startswith(f"async {name}")):
-        sig = f"{name}{sig}" if sig.startswith("(") else f"{name}: {sig}"
-    return sig
-
-
-def module_text(name: str, signature: str, description: str, body: str = "") -> str:
-    """The text embedded for a module: signature (with the name), description, then body."""
-    parts = [normalise_signature(signature or name, name), (description or "").strip(), (body or "").strip()]
-    return "\n".join(p for p in parts if p)
-
-
-def query_text(name: str, signature: str, description: str) -> str:
-    """The text embedded for a decomposed module looking for similar library entries."""
-    return module_text(name, signature, description)
-
-
-def _function_parts(node: ast.FunctionDef | ast.AsyncFunctionDef, lines: list[str]) -> FunctionParts:
-    prefix = "async " if isinstance(node, ast.AsyncFunctionDef) else ""
-    signature = f"{prefix}{node.name}({ast.unparse(node.args)})"
-    if node.returns is not None:
-        signature += f" -> {ast.unparse(node.returns)}"
-    docstring = ast.get_docstring(node, clean=True) or ""
-    statements = node.body[1:] if docstring and len(node.body) > 0 else node.body
-    if docstring and not statements:
-        body = ""
-    else:
-        first = statements[0]
-        body = textwrap.dedent("\n".join(lines[first.lineno - 1 : node.end_lineno]))
-    start = min([d.lineno for d in node.decorator_list] + [node.lineno])
-    code = textwrap.dedent("\n".join(lines[start - 1 : node.end_lineno]))
-    return FunctionParts(node.name, signature, docstring, body.strip("\n"), code.strip("\n"))
-
-
-def parse_functions(source: str) -> list[FunctionParts]:
-    """Top-level functions of ``source`` in order (raises SyntaxError on unparsable code)."""
-    source = textwrap.dedent(source)
-    tree = ast.parse(source)
-    lines = source.splitlines()
-    return [
-        _function_parts(node, lines)
-        for node in tree.body
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
-    ]
-
-
-def _is_trivial(body: str) -> bool:
-    """A body that does nothing worth reusing: only pass, ``...`` or raise NotImplementedError."""
-    try:
-        statements = ast.parse(body).body
-    except SyntaxError:
-        return False
-    for statement in statements:
-        if isinstance(statement, ast.Pass):
-            continue
-        if isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Constant):
-            continue
-        if isinstance(statement, ast.Raise) and "NotImplementedError" in ast.unparse(statement):
-            continue
-        return False
-    return True
-
-
-def _names_used(nodes: Iterable[ast.AST]) -> set[str]:
-    return {n.id for node in nodes for n in ast.walk(node) if isinstance(n, ast.Name)}
-
-
-def _top_level_binding(node: ast.stmt) -> list[str]:
-    """Names a top-level def, class or simple assignment binds (imports are handled apart)."""
-    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-        return [node.name]
-    if isinstance(node, (ast.Assign, ast.AnnAssign)):
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-        return [t.id for t in targets if isinstance(t, ast.Name)]
-    return []
-
-
-def standalone_code(tree: ast.Module, function: ast.stmt, lines: list[str]) -> str:
-    """The function's source preceded by what it needs from its module to run on its own:
-    the imports binding names it uses, and the top-level helpers, classes and constants it
-    refers to (transitively), in their original order."""
-    bound: dict[str, ast.stmt] = {}
-    for node in tree.body:
-        for name in _top_level_binding(node):
-            bound.setdefault(name, node)
-    needed: list[ast.stmt] = [function]
-    frontier = [function]
-    while frontier:
-        used = _names_used(frontier)
-        frontier = [bound[n] for n in sorted(used) if n in bound and all(bound[n] is not k for k in needed)]
-        frontier = list({id(n): n for n in frontier}.values())
-        needed.extend(frontier)
-    used = _names_used(needed)
-    imports: list[str] = []
-    for node in tree.body:
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            keep = [a for a in node.names if (a.asname or a.name.split(".")[0]) in used]
-            if keep:
-                clone = ast.Import(names=keep) if isinstance(node, ast.Import) else ast.ImportFrom(
-                    module=node.module, names=keep, level=node.level
-                )
-                imports.append(ast.unparse(clone))
-    order = {id(node): i for i, node in enumerate(tree.body)}
-    pieces = []
-    for node in sorted(needed, key=lambda n: order[id(n)]):
-        decorators = getattr(node, "decorator_list", [])
-        start = min([d.lineno for d in decorators] + [node.lineno])
-        pieces.append(textwrap.dedent("\n".join(lines[start - 1 : node.end_lineno])).strip("\n"))
-    head = "\n".join(imports) + "\n\n" if imports else ""
-    return head + "\n\n".join(pieces)
-
-
-# --------------------------------------------------------------------------- candidates
-
-
-def module_id_for(code: str) -> str:
-    """A module's id: its code alone, so the same function from two parents is one module."""
-    return stable_id("module", "\n".join(line.rstrip() for line in code.strip().splitlines()))
-
-
-def _candidate(
-    parts: FunctionParts | None,
-    *,
-    code: str,
-    source: str,
-    batch: str,
-    parent_id: str | None,
-    verified_how: str,
-    reason: str | None,
-) -> dict[str, Any]:
-    name = parts.name if parts else ""
-    return {
-        "module_id": module_id_for(code) if code else stable_id("module", parent_id, reason),
-        "name": name,
-        "signature": parts.signature if parts else "",
-        "description": parts.description if parts else "",
-        "code": code,
-        "embed_text": module_text(name, parts.signature, parts.description, parts.body) if parts else "",
-        "source": source,
-        "batch": batch,
-        "parent_id": parent_id,
-        "verified": reason is None,
-        "verified_how": verified_how,
-        REASON: reason,
-        STATUS: ACCEPTED if reason is None else REJECTED,
-    }
-
-
-def candidates_frame(rows: Iterable[Mapping[str, Any]]) -> pl.DataFrame:
-    """Candidate rows as a frame with the fixed candidate schema."""
-    return pl.DataFrame(list(rows), schema=CANDIDATE_SCHEMA)
-
-
-def _iter_rows(rows: pl.DataFrame | Iterable[Mapping[str, Any]]) -> Iterator[Mapping[str, Any]]:
-    return rows.iter_rows(named=True) if isinstance(rows, pl.DataFrame) else iter(rows)
-
-
-def from_seed_rows(
-    rows: pl.DataFrame | Iterable[Mapping[str, Any]],
-    *,
-    code_key: str = "code",
-    id_key: str = "id",
-    batch_key: str = "batch",
-    imports_key: str = "imports",
-    batch: str | None = None,
-) -> pl.DataFrame:
-    """Candidates from accepted seed functions (documented and type-checked upstream).
-
-    Each row's ``code_key`` holds one function definition (the keys default to the columns of
-    ``amr_dagster.seeds.mining``'s seed rows); ``id_key`` becomes the parent id, ``batch`` (or the
-    row's ``batch_key``) the origin batch, and the import statements under ``imports_key`` (if
-    any) are put above the stored code so it runs on its own. Rows whose code does not parse,
-    holds no function or has no docstring come back rejected with the reason.
-    """
-    out = []
-    for row in _iter_rows(rows):
-        code = str(row.get(code_key) or "")
-        row_batch = batch if batch is not None else str(row.get(batch_key) or "")
-        common: dict[str, Any] = dict(source=SEED, batch=row_batch, parent_id=row.get(id_key), verified_how=SEED_VERIFIED)
-        try:
-            functions = parse_functions(code)
-        except SyntaxError as error:
-            out.append(_candidate(None, code=code, reason=f"syntax_error: line {error.lineno}", **common))
-            continue
-        if not functions:
-            out.append(_candidate(None, code=code, reason="no_function", **common))
-            continue
-        parts = functions[0]
-        imports = [str(i) for i in (row.get(imports_key) or [])]
-        full_code = "\n".join(imports + ([""] if imports else []) + [parts.code])
-        reason = None if parts.description else "no_docstring"
-        out.append(_candidate(parts, code=full_code, reason=reason, **common))
-    return candidates_frame(out)
-
-
-def from_verified_code(
-    code: str,
-    *,
-    parent_id: str | None,
-    batch: str,
-    verified_how: str = SANDBOX_VERIFIED,
-) -> pl.DataFrame:
-    """Candidates harvested from code that passed its tests: every top-level function.
-
-    A function's stored code gets what it uses from its module (``standalone_code``), so it runs
-    on its own. Test functions (``test*``) and bodies that do nothing are rejected with a
-    reason; unparsable code gives one rejected row.
-    """
-    common: dict[str, Any] = dict(source=HARVESTED, batch=batch, parent_id=parent_id, verified_how=verified_how)
-    try:
-        tree = ast.parse(textwrap.dedent(code))
-    except SyntaxError as error:
-        return candidates_frame([_candidate(None, code="", reason=f"syntax_error: line {error.lineno}", **common)])
-    lines = textwrap.dedent(code).splitlines()
-    out = []
-    for node in tree.body:
-        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            continue
-        parts = _function_parts(node, lines)
-        full_code = standalone_code(tree, node, lines)
-        reason = None
-        if parts.name.startswith("test"):
-            reason = "test_function"
-        elif _is_trivial(parts.body):
-            reason = "trivial_body"
-        out.append(_candidate(parts, code=full_code, reason=reason, **common))
-    return candidates_frame(out)
 
 
 # --------------------------------------------------------------------------- the library

@@ -21,10 +21,12 @@ from typing import Any
 
 import polars as pl
 
-from amr_dagster.evol.decomposition import ID, PARENT, PASSED, VERDICT
+from amr_dagster.sandbox.base import Status
+from amr_dagster.schemas import ID, PARENT, VERDICT
 from amr_dagster.outcomes import ACCEPTED, STATUS
 
-INFRA_ERROR = "infra_error"
+PASSED = Status.PASSED.value
+INFRA_ERROR = Status.INFRA_ERROR.value
 
 
 def _rate(num: int, den: int) -> float:

@@ -12,13 +12,17 @@ import polars as pl
 
 from amr_dagster.accounting import StageResult, accepted_ids, column_values
 from amr_dagster.data_root import DataLayout
-from amr_dagster.evol.decomposition import EvolConfig, choose_direct, decomposed_modules, retrieval_queries
+from amr_dagster.evol.config import EvolConfig
+from amr_dagster.evol.decomposition import decomposed_modules, retrieval_queries
+from amr_dagster.evol.direct import choose_direct
 from amr_dagster.evol.evolution import evolve_responses
-from amr_dagster.evol.module_library import CANDIDATE_SCHEMA, ModuleLibrary, from_seed_rows, from_verified_code
-from amr_dagster.generation.execution import VERDICT_COLUMNS, execute_responses
+from amr_dagster.evol.candidates import from_seed_rows, from_verified_code
+from amr_dagster.evol.module_library import ModuleLibrary
+from amr_dagster.generation.execution import execute_responses
 from amr_dagster.llm.base import LLMEngine
 from amr_dagster.outcomes import ACCEPTED, REASON, REJECTED, STATUS, accepted
 from amr_dagster.sandbox.base import Limits, Sandbox, Status
+from amr_dagster.schemas import CANDIDATE_SCHEMA, VERDICT_COLUMNS
 
 
 def decompose(*, executed_responses: pl.DataFrame, teacher: LLMEngine, evolution: EvolConfig) -> StageResult:

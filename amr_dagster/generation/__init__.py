@@ -1,17 +1,15 @@
 """SelfCodeAlign generation: S->C (``seed_concepts``), C->I (``instructions``), I->R (``responses``).
 
-Plain Python over polars frames; the Dagster assets in ``assets/`` call these functions.
+Plain Python over polars frames; ``stages`` is what the Dagster assets call. Their columns:
+``amr_dagster.schemas``.
 """
 
-from amr_dagster.generation.concepts import CONCEPT_SCHEMA, seed_concepts
+from amr_dagster.generation.concepts import seed_concepts
 from amr_dagster.generation.config import GenerationConfig
-from amr_dagster.generation.instructions import INSTRUCTION_SCHEMA, instructions
-from amr_dagster.generation.responses import RESPONSE_SCHEMA, responses
+from amr_dagster.generation.instructions import instructions
+from amr_dagster.generation.responses import responses
 
 __all__ = [
-    "CONCEPT_SCHEMA",
-    "INSTRUCTION_SCHEMA",
-    "RESPONSE_SCHEMA",
     "GenerationConfig",
     "instructions",
     "responses",

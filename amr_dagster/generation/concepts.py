@@ -12,7 +12,7 @@ from typing import Any
 
 import polars as pl
 
-from amr_dagster.schemas import CONCEPT_SCHEMA, LLM_COLUMNS
+from amr_dagster.schemas import CONCEPT_SCHEMA
 from amr_dagster.generation.calls import Timer, generate_grouped, llm_failure, usage_of
 from amr_dagster.generation.config import GenerationConfig
 from amr_dagster.generation.fewshot import FewShotLibrary, default_library

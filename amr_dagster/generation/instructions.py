@@ -16,7 +16,7 @@ import polars as pl
 
 from amr_dagster.schemas import INSTRUCTION_SCHEMA
 from amr_dagster.generation.calls import Timer, generate_grouped, llm_failure, usage_of
-from amr_dagster.generation.concepts import LLM_COLUMNS, llm_fields
+from amr_dagster.generation.concepts import llm_fields
 from amr_dagster.generation.config import GenerationConfig
 from amr_dagster.generation.fewshot import FewShotLibrary, default_library
 from amr_dagster.generation.parsing import CopyDetector, parse_instruction

@@ -9,7 +9,7 @@ from __future__ import annotations
 import polars as pl
 
 from amr_dagster.accounting import StageResult, accepted_ids
-from amr_dagster.generation.concepts import CONCEPT_SCHEMA, seed_concepts
+from amr_dagster.generation.concepts import seed_concepts
 from amr_dagster.generation.config import GenerationConfig
 from amr_dagster.generation.execution import execute_responses
 from amr_dagster.generation.instructions import instructions
@@ -17,6 +17,7 @@ from amr_dagster.generation.responses import responses
 from amr_dagster.llm.base import LLMEngine
 from amr_dagster.outcomes import accepted, cap_accepted
 from amr_dagster.sandbox.base import Limits, Sandbox
+from amr_dagster.schemas import CONCEPT_SCHEMA
 
 
 def over_limit_rows(seeds: pl.DataFrame) -> pl.DataFrame:

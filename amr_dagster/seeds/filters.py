@@ -40,7 +40,6 @@ from typing import Any, Callable, Iterator, Sequence
 
 import polars as pl
 
-from amr_dagster.schemas import FILTERED_SEED_COLUMNS
 from amr_dagster.seeds.decontamination import (
     DEFAULT_EXACT_MIN_TOKENS,
     DEFAULT_NGRAM_N,
@@ -48,7 +47,6 @@ from amr_dagster.seeds.decontamination import (
     DEFAULT_PROSE_MIN_TOKENS,
     Decontaminator,
 )
-from amr_dagster.seeds.mining import SEED_FUNCTION_COLUMNS
 from amr_dagster.outcomes import ACCEPTED, REASON, STATUS, reason_prefix, with_status
 from amr_dagster.seeds.typecheck import typecheck_sources
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from amr_dagster.evol.decomposition import choose_direct
+from amr_dagster.evol.direct import choose_direct
 from amr_dagster.evol.report import combine_reports, evol_report, report_markdown
 from amr_dagster.dataset.selection import select_verified
 from amr_dagster.outcomes import summarize
@@ -182,7 +182,7 @@ def test_real_sandbox_verdicts_flow_into_selection_and_report():
     sandbox, its evolved answer passes, so the pair is kept from evolution and the report counts
     one failing -> passing; a second instruction whose evolution broke the code keeps its direct
     answer and counts one passing -> failing."""
-    from amr_dagster.evol.decomposition import evol_prompts
+    from amr_dagster.evol.config import evol_prompts
     from amr_dagster.generation.execution import execute_responses
     from amr_dagster.generation.parsing import parse_response
     from amr_dagster.outcomes import with_status

@@ -17,17 +17,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from amr_dagster.evol.decomposition import (
-    EvolConfig,
-    choose_direct,
-    decomposed_modules,
-    decomposition_request,
-    evol_prompts,
-    parse_modules,
-    prompt_version,
-    retrieval_queries,
-    stub_block,
-)
+from amr_dagster.evol.config import EvolConfig, evol_prompts, prompt_version
+from amr_dagster.evol.decomposition import decomposed_modules, decomposition_request, retrieval_queries
+from amr_dagster.evol.direct import choose_direct
+from amr_dagster.evol.stubs import parse_modules, stub_block
 from amr_dagster.llm.base import Completion, LLMRequest
 from amr_dagster.outcomes import summarize
 

@@ -17,7 +17,9 @@ import polars as pl
 import pytest
 import yaml
 
-from amr_dagster.evol.decomposition import EvolConfig, choose_direct, decomposed_modules, evol_prompts, prompt_version
+from amr_dagster.evol.config import EvolConfig, evol_prompts, prompt_version
+from amr_dagster.evol.decomposition import decomposed_modules
+from amr_dagster.evol.direct import choose_direct
 from amr_dagster.evol.evolution import (
     evolution_request,
     evolution_sections,

@@ -6,7 +6,8 @@ and the module ids it saw."""
 import polars as pl
 import pytest
 
-from amr_dagster.evol.decomposition import MODULE_COLUMNS, EvolConfig
+from amr_dagster.evol.config import EvolConfig
+from amr_dagster.schemas import MODULE_COLUMNS
 from amr_dagster.evol.module_library import ModuleLibrary
 from amr_dagster.generation.execution import execute_responses
 from amr_dagster.outcomes import with_status

@@ -10,20 +10,9 @@ import polars as pl
 import pytest
 
 from amr_dagster.evol.embeddings import HashingEmbedder, SentenceEmbedder
-from amr_dagster.evol.module_library import (
-    EMPTY_SNAPSHOT,
-    HARVESTED,
-    SANDBOX_VERIFIED,
-    SEED,
-    SEED_VERIFIED,
-    ModuleLibrary,
-    from_seed_rows,
-    from_verified_code,
-    module_text,
-    normalise_signature,
-    parse_functions,
-    query_text,
-)
+from amr_dagster.evol.candidates import HARVESTED, SANDBOX_VERIFIED, SEED, SEED_VERIFIED, from_seed_rows, from_verified_code
+from amr_dagster.evol.functions import module_text, normalise_signature, parse_functions, query_text
+from amr_dagster.evol.module_library import EMPTY_SNAPSHOT, ModuleLibrary
 from amr_dagster.outcomes import summarize
 
 SEED_ROWS = [

@@ -17,10 +17,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from amr_dagster.generation.concepts import CONCEPT_SCHEMA, seed_concepts
+from amr_dagster.generation.concepts import seed_concepts
 from amr_dagster.generation.config import GenerationConfig
 from amr_dagster.generation.fewshot import default_library
-from amr_dagster.generation.instructions import INSTRUCTION_SCHEMA, instructions
+from amr_dagster.generation.instructions import instructions
 from amr_dagster.generation.prompting import (
     choose_shots,
     concepts_prompt,
@@ -32,7 +32,8 @@ from amr_dagster.generation.prompting import (
     response_prompt,
     shot_key,
 )
-from amr_dagster.generation.responses import RESPONSE_SCHEMA, responses
+from amr_dagster.generation.responses import responses
+from amr_dagster.schemas import CONCEPT_SCHEMA, INSTRUCTION_SCHEMA, RESPONSE_SCHEMA
 from amr_dagster.llm.base import Completion, LLMRequest
 from amr_dagster.outcomes import reason_prefix
 

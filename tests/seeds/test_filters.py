@@ -8,7 +8,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from amr_dagster.seeds.filters import CHECK_ORDER, FILTERED_SEED_COLUMNS, FilterConfig, filter_seeds, rule_violation
+from amr_dagster.schemas import FILTERED_SEED_COLUMNS
+from amr_dagster.seeds.filters import CHECK_ORDER, FilterConfig, filter_seeds, rule_violation
 from amr_dagster.seeds.mining import mine_source, rows_to_frame
 from amr_dagster.seeds.sources import SourceFile
 from amr_dagster.seeds.typecheck import typecheck_sources

@@ -14,7 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from amr_dagster.ids import row_id, stable_id
-from amr_dagster.seeds.mining import SEED_FUNCTION_COLUMNS, file_id, mine_batch, mine_source, mine_tree
+from amr_dagster.schemas import SEED_FUNCTION_COLUMNS
+from amr_dagster.seeds.mining import file_id, mine_batch, mine_source, mine_tree
 from amr_dagster.outcomes import summarize
 from amr_dagster.seeds.sources import SourceFile, content_hash
 
