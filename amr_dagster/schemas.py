@@ -130,6 +130,18 @@ VERDICT_COLUMNS: dict[str, pl.DataType] = {
 #: ``executed_responses``: the parsed samples with their sandbox verdicts.
 EXECUTED_SCHEMA: dict[str, pl.DataType] = {**RESPONSE_SCHEMA, **VERDICT_COLUMNS}
 
+#: A response to an instruction, as evolution writes it and verification keeps it (``parent_id``:
+#: the response it came from).
+RESPONSE_PAIR_COLUMNS: dict[str, Any] = {
+    "id": pl.String,
+    "parent_id": pl.String,
+    "instruction_id": pl.String,
+    "instruction": pl.String,
+    "response": pl.String,
+    "code": pl.String,
+    "tests": pl.String,
+}
+
 # -- AMR-Evol ----------------------------------------------------------------------------------
 
 DIRECT_COLUMNS = {
@@ -205,13 +217,7 @@ ENTRY_SCHEMA: dict[str, Any] = {
 }
 
 EVOLVED_COLUMNS = {
-    "id": pl.String,
-    "parent_id": pl.String,
-    "instruction_id": pl.String,
-    "instruction": pl.String,
-    "response": pl.String,
-    "code": pl.String,
-    "tests": pl.String,
+    **RESPONSE_PAIR_COLUMNS,
     "raw_output": pl.String,
     "finish_reason": pl.String,
     "direct_passed": pl.Boolean,
@@ -234,13 +240,7 @@ EVOLVED_SCHEMA: dict[str, Any] = {**EVOLVED_COLUMNS, **VERDICT_COLUMNS}
 # -- verified pairs and the dataset -------------------------------------------------------------
 
 VERIFIED_COLUMNS = {
-    "id": pl.String,
-    "parent_id": pl.String,
-    "instruction_id": pl.String,
-    "instruction": pl.String,
-    "response": pl.String,
-    "code": pl.String,
-    "tests": pl.String,
+    **RESPONSE_PAIR_COLUMNS,
     "origin": pl.String,
     "direct_id": pl.String,
     "evolved_id": pl.String,

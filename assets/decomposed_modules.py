@@ -12,7 +12,6 @@ SPEC = StageSpec(
     upstream=("executed_responses",),
     schema=MODULE_COLUMNS,
     prompts_version=prompt_version(),
-    kinds=("python", "parquet", "llm"),
     description="The teacher splits each instruction's direct response (a passing sample if any, else the "
     "best parsed one) into function modules: name, typed signature, description, parameters, returns.",
 )

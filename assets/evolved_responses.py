@@ -19,7 +19,6 @@ SPEC = StageSpec(
     deps=("module_library",),
     schema=EVOLVED_SCHEMA,
     prompts_version=prompt_version(),
-    kinds=("python", "llm", "sandbox"),
     description="The teacher rewrites each direct response given its modules and the retrieved library "
     "modules (used only where they help), in the same response-plus-tests format; each rewrite is then "
     "executed in the sandbox. Rows record the library snapshot and the module ids they saw.",

@@ -11,7 +11,6 @@ SPEC = StageSpec(
     upstream=("responses",),
     schema=EXECUTED_SCHEMA,
     pool="sandbox",
-    kinds=("python", "parquet", "sandbox"),
     description="Each parsed sample executed in the sandbox by the harness-owned runner: verdict, "
     "tests run/passed and duration per sample. Accepted = at least one test ran and all passed.",
 )

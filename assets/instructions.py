@@ -12,7 +12,6 @@ SPEC = StageSpec(
     upstream=("seed_concepts",),
     schema=INSTRUCTION_SCHEMA,
     prompts_version=PROMPTS_VERSION,
-    kinds=("python", "parquet", "llm"),
     description="C->I: the generator writes a new instruction from the concepts, with a category "
     "(function, function, class, program) and difficulty (easy, medium, hard) drawn per row, seeded.",
 )

@@ -12,7 +12,6 @@ SPEC = StageSpec(
     upstream=("instructions",),
     schema=RESPONSE_SCHEMA,
     prompts_version=PROMPTS_VERSION,
-    kinds=("python", "parquet", "llm"),
     description="I->R: n samples per instruction, each parsed into explanation, code and tests; "
     "unparsable samples are rejected with a reason (no code block, no tests, unterminated, syntax error).",
 )

@@ -12,7 +12,6 @@ SPEC = StageSpec(
     upstream=("deduped_seeds",),
     schema=CONCEPT_SCHEMA,
     prompts_version=PROMPTS_VERSION,
-    kinds=("python", "parquet", "llm"),
     description="S->C: the generator (a base model, prompted few-shot) lists the coding concepts of each seed.",
 )
 seed_concepts = stage_asset(SPEC)

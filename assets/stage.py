@@ -46,7 +46,10 @@ class StageSpec:
     ``upstream``: assets whose frames it reads (passed under their names); ``deps``: assets it
     depends on without reading them as inputs. ``config``: the Dagster run-config class derived
     from the stage's core settings (``resources.derived``). ``checks``: the checks a global
-    stage's core function computes (name -> description). ``kinds``: what runs, for the UI.
+    stage's core function computes (name -> description). ``kinds``: what the stage itself
+    runs, for the UI; ``llm`` and ``sandbox`` are added when it takes an LLM role or a sandbox
+    (which engine or backend is decided by resource config when the run starts, and recorded in
+    each materialization's ``<role>/backend`` and ``sandbox/backend``).
     """
 
     name: str
@@ -78,6 +81,10 @@ class StageSpec:
             if name not in self.upstream:
                 keys.update(PROVIDERS[name][0])
         return keys
+
+    def all_kinds(self) -> set[str]:
+        args = set(self.arguments())
+        return {*self.kinds, *(["llm"] if self.llm_roles() else []), *(["sandbox"] if "sandbox" in args else [])}
 
     def llm_roles(self) -> list[str]:
         args = set(self.arguments())
@@ -178,7 +185,7 @@ def stage_asset(spec: StageSpec) -> dg.AssetsDefinition:
         required_resource_keys=spec.resource_keys(),
         check_specs=_check_specs(spec),
         pool=spec.pool,
-        kinds=set(spec.kinds),
+        kinds=spec.all_kinds(),
         owners=list(OWNERS),
         tags={"amr/phase": spec.group, **({"amr/llm": "true"} if is_llm else {})},
         retry_policy=LLM_RETRIES if is_llm else None,
