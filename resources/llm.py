@@ -42,6 +42,11 @@ _DEFAULT_BACKEND = EngineSpec().backend
 _DEPLOYMENT_FIELDS = {"backend": "BACKEND", "model": "MODEL", "base_url": "BASE_URL", "api_key": "API_KEY"}
 
 
+def _role_env(role: str, name: str) -> str:
+    """``AMR_<ROLE>_<NAME>``, else ``AMR_LLM_<NAME>``, else "" (read when called)."""
+    return os.environ.get(f"AMR_{role.upper()}_{name}") or os.environ.get(f"AMR_LLM_{name}") or ""
+
+
 class LLMResource(derive(EngineSpec, CoreResource, name="EngineFields")):  # type: ignore[misc]
     """One LLM role; see the module docstring for how empty fields are resolved."""
 
@@ -54,21 +59,17 @@ class LLMResource(derive(EngineSpec, CoreResource, name="EngineFields")):  # typ
         """A role configured now from ``AMR_<ROLE>_*`` variables, falling back to ``AMR_LLM_*``
         (for a deployment's own definitions). Read: BACKEND, MODEL, BASE_URL, MAX_CONCURRENCY,
         N_CTX, N_THREADS, CACHE and API_KEY (the key through ``dg.EnvVar``, only when set)."""
-        role = role.upper()
-
-        def get(name: str, default: str = "") -> str:
-            return os.environ.get(f"AMR_{role}_{name}") or os.environ.get(f"AMR_LLM_{name}") or default
-
         fields: dict[str, Any] = {
             "role": role.lower(),
-            "backend": get("BACKEND", _DEFAULT_BACKEND),
-            "model": get("MODEL"),
-            "base_url": get("BASE_URL"),
-            "cache_path": get("CACHE"),
+            "backend": _role_env(role, "BACKEND") or _DEFAULT_BACKEND,
+            "model": _role_env(role, "MODEL"),
+            "base_url": _role_env(role, "BASE_URL"),
+            "cache_path": _role_env(role, "CACHE"),
         }
         for name, field in (("MAX_CONCURRENCY", "max_concurrency"), ("N_CTX", "n_ctx"), ("N_THREADS", "n_threads")):
-            if get(name):
-                fields[field] = int(get(name))
+            if _role_env(role, name):
+                fields[field] = int(_role_env(role, name))
+        role = role.upper()
         for var in (f"AMR_{role}_API_KEY", "AMR_LLM_API_KEY"):
             if var in os.environ:
                 fields["api_key"] = dg.EnvVar(var)
@@ -76,8 +77,7 @@ class LLMResource(derive(EngineSpec, CoreResource, name="EngineFields")):  # typ
         return cls(**fields)
 
     def _deployment(self, name: str) -> str:
-        role = self.role.upper()
-        return os.environ.get(f"AMR_{role}_{name}") or os.environ.get(f"AMR_LLM_{name}") or ""
+        return _role_env(self.role, name)
 
     def spec(self) -> EngineSpec:
         values: dict[str, Any] = {}
