@@ -67,7 +67,7 @@ def _start_time(pid: str) -> int:
 
 
 def _fork_servers(candidates: dict[str, dict[str, str]]) -> set[str]:
-    """The workers' fork servers (runner_main ``_Zygote``) among ``candidates``: each worker
+    """The workers' fork servers (``runner.fork_server.ForkServer``) among ``candidates``: each worker
     init's oldest child. The init starts it before a job and, after any job that leaves a
     process behind, kills everything and starts a new one later, so no process of a job is
     ever older than the fork server it came from."""
