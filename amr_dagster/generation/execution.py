@@ -16,7 +16,7 @@ from typing import Any
 import polars as pl
 
 from amr_dagster.outcomes import accepted, with_status
-from amr_dagster.sandbox.base import Limits, Sandbox
+from amr_dagster.sandbox.base import Limits, Sandbox, Status
 
 VERDICT_COLUMNS: dict[str, pl.DataType] = {
     "sandbox_status": pl.String(),
@@ -30,9 +30,9 @@ VERDICT_COLUMNS: dict[str, pl.DataType] = {
 
 def _reason(verdict: dict[str, Any]) -> str | None:
     status = verdict.get("status")
-    if status == "passed":
+    if status == Status.PASSED.value:
         return None
-    if status == "failed":
+    if status == Status.FAILED.value:
         return f"failed: {verdict.get('tests_passed', 0)}/{verdict.get('tests_run', 0)} tests passed"
     detail = verdict.get("detail") or ""
     return f"{status}: {detail}" if detail else str(status)
@@ -59,12 +59,12 @@ def execute_responses(frame: pl.DataFrame, sandbox: Sandbox, limits: Limits) -> 
     out = todo.with_columns([pl.Series(c, by_column[c], dtype=t) for c, t in VERDICT_COLUMNS.items()])
     out = with_status(out.drop("status", "reject_reason"), [_reason(v) for v in verdicts])
     statuses = Counter(by_column["sandbox_status"])
-    judged = sum(n for s, n in statuses.items() if s != "infra_error")
+    judged = sum(n for s, n in statuses.items() if s != Status.INFRA_ERROR.value)
     stats = {
         "executed": len(verdicts),
         "by_status": dict(statuses),
-        "pass_rate": round(statuses.get("passed", 0) / judged, 4) if judged else 0.0,
-        "infra_errors": statuses.get("infra_error", 0),
+        "pass_rate": round(statuses.get(Status.PASSED.value, 0) / judged, 4) if judged else 0.0,
+        "infra_errors": statuses.get(Status.INFRA_ERROR.value, 0),
         "backend": getattr(sandbox, "name", ""),
         "wall_s": round(time.perf_counter() - started, 3),
     }

@@ -323,7 +323,7 @@ class _Worker(PooledWorker):
             self.stop()  # the runner could not end the job itself: the container goes
             return SandboxResult(
                 status=Status.TIMEOUT, detail="timeout: no answer within the wall limit; container removed",
-                duration_s=time.monotonic() - started, job_id=job.job_id, anomalies=("timeout",),
+                duration_s=time.monotonic() - started, job_id=job.job_id, anomalies=(Status.TIMEOUT.value,),
             )
         except (OSError, EOFError, ValueError) as exc:
             oom = self._died_of_oom(oom_before)
@@ -332,7 +332,7 @@ class _Worker(PooledWorker):
             if oom:
                 return SandboxResult(
                     status=Status.OOM, detail="oom: the container's memory limit was exceeded",
-                    duration_s=time.monotonic() - started, job_id=job.job_id, anomalies=("oom",),
+                    duration_s=time.monotonic() - started, job_id=job.job_id, anomalies=(Status.OOM.value,),
                 )
             detail = f"worker container failed: {type(exc).__name__}: {exc}{self._state_note()}"
             return harness.infra_error(job, detail + (f"; stderr: {tail[-500:]}" if tail else ""), time.monotonic() - started)
@@ -345,7 +345,7 @@ class _Worker(PooledWorker):
             # together, or tmpfs + heap): the runner saw only a SIGKILL.
             result = replace(
                 result, status=Status.OOM, detail=f"oom: the container's memory limit was exceeded ({result.detail})",
-                anomalies=(*result.anomalies, "oom"),
+                anomalies=(*result.anomalies, Status.OOM.value),
             )
         return result
 

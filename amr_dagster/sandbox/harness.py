@@ -104,7 +104,7 @@ def is_harness_job(job: SandboxJob) -> bool:
 def infra_error(job: SandboxJob, detail: str, duration_s: float = 0.0, stdout: str = "", stderr: str = "") -> SandboxResult:
     return SandboxResult(
         status=Status.INFRA_ERROR, detail=f"infra: {detail}", job_id=job.job_id, duration_s=duration_s,
-        stdout=stdout, stderr=stderr, anomalies=("infra_error",),
+        stdout=stdout, stderr=stderr, anomalies=(Status.INFRA_ERROR.value,),
     )
 
 

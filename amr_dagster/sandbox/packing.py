@@ -128,7 +128,7 @@ def _read_module(name: str, package: str) -> _Module:
             drop.append((node.lineno, node.end_lineno or node.lineno))
             continue
         target = _absolute(node, own_package)
-        if target.split(".")[0] != PROJECT_PACKAGE:
+        if not node.level and target.split(".")[0] not in (PROJECT_PACKAGE, package.split(".")[0]):
             continue  # the standard library: kept as written
         if id(node) not in top_level:
             raise PackError(f"{name}, line {node.lineno}: project imports must be at top level")
