@@ -42,8 +42,11 @@ def make_backend(name: str, workers: int = 2, **opts) -> Sandbox:
     raise ValueError(f"unknown backend {name!r}")
 
 
-@pytest.fixture(params=BACKENDS, scope="module")
+@pytest.fixture(params=[pytest.param(name, marks=pytest.mark.docker) if name == "docker" else name for name in BACKENDS],
+                scope="module")
 def sandbox(request):
+    """Each backend in turn; the Docker one is marked ``docker`` (``-m "not docker"`` leaves the
+    shared dockerd alone)."""
     backend = make_backend(request.param)
     yield backend
     backend.close()
