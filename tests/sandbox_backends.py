@@ -42,8 +42,11 @@ def make_backend(name: str, workers: int = 2, **opts) -> Sandbox:
     raise ValueError(f"unknown backend {name!r}")
 
 
-@pytest.fixture(params=BACKENDS, scope="module")
+@pytest.fixture(params=[pytest.param(name, marks=pytest.mark.docker) if name == "docker" else name for name in BACKENDS],
+                scope="module")
 def sandbox(request):
+    """Each backend in turn; the Docker one is marked ``docker`` (``-m "not docker"`` leaves the
+    shared dockerd alone)."""
     backend = make_backend(request.param)
     yield backend
     backend.close()
@@ -67,7 +70,7 @@ def _start_time(pid: str) -> int:
 
 
 def _fork_servers(candidates: dict[str, dict[str, str]]) -> set[str]:
-    """The workers' fork servers (runner_main ``_Zygote``) among ``candidates``: each worker
+    """The workers' fork servers (``runner.fork_server.ForkServer``) among ``candidates``: each worker
     init's oldest child. The init starts it before a job and, after any job that leaves a
     process behind, kills everything and starts a new one later, so no process of a job is
     ever older than the fork server it came from."""

@@ -15,7 +15,7 @@ Hardening (DESIGN section 5, measured here):
   read-only (bwrap's ``/dev`` is an unbounded tmpfs owned by the sandbox user); the runner script
   is copied in through a memfd (no host path of the project is visible);
 * rlimits on the worker before bwrap execs (core 0, files, processes, file size, address
-  space), tighter per-job rlimits on each job's child (see ``runner_main``); where the machine
+  space), tighter per-job rlimits on each job's child (see ``runner/child.py``); where the machine
   offers a writable cgroup-v1 memory hierarchy, a memory cgroup per worker also caps all of a
   job's processes together (job memory + tmpfs sizes + the worker's own overhead) and tells
   OOM kills apart (``memory_cgroups=False`` turns it off; nothing depends on it);
@@ -24,10 +24,10 @@ Hardening (DESIGN section 5, measured here):
   every other process; it empties ``/tmp`` and ``/dev/shm`` after every job; a worker that
   reports any anomaly (timeout, oom, output limit, tampering, leftover processes, leftover
   System V IPC, unclean scratch) is killed and replaced, and every worker is recycled after
-  ``recycle_after`` jobs.
+  ``recycle_after`` jobs (the pool: ``sandbox/pool.py``, shared with the Docker backend).
 
 Throughput (``bench.sandbox``): one worker per CPU, pinned to it; the per-job path is measured
-in page faults as much as in code (``runner_main``: the fork server, the supervisor compiling,
+in page faults as much as in code (``sandbox/runner``: the fork server, the supervisor compiling,
 ``gc.freeze``, a narrow tamper check). The python inside is the system ``/usr/bin/python3``,
 never the project's virtualenv.
 """
@@ -44,10 +44,12 @@ import subprocess
 import tempfile
 import threading
 import time
-from typing import Callable, Sequence
+from typing import Callable
 
 from amr_dagster.sandbox import harness
 from amr_dagster.sandbox.base import SandboxJob, SandboxResult, SandboxUnavailable, Status
+from amr_dagster.sandbox.packing import packed_runner
+from amr_dagster.sandbox.pool import PooledSandbox, PooledWorker, next_worker_uid
 
 RUNNER_PATH = "/" + harness.RUNNER_FILE
 SANDBOX_ENV = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8", "TMPDIR": "/tmp"}
@@ -56,12 +58,6 @@ MERGED_USR_DIRS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 UID_BASE = 1_200_000
 # Memory the worker's own server needs beside a job, in its cgroup (when cgroups are used).
 WORKER_OVERHEAD_BYTES = 96 * 1024 * 1024
-_uid_counter = itertools.count()
-
-
-def _next_uid() -> int:
-    """A uid no other worker of this machine is likely to hold (pid-spread, then counted)."""
-    return UID_BASE + (os.getpid() % 4096) * 256 + next(_uid_counter) % 256
 
 
 class _Launcher:
@@ -211,13 +207,14 @@ class _MemoryCgroup:
                 time.sleep(0.02)  # the killed sandbox's processes are still exiting
 
 
-class _Worker:
-    """One long-lived bwrap sandbox running the runner's server loop."""
+class _Worker(PooledWorker):
+    """One long-lived bwrap sandbox running the runner's server loop (its uid and CPU are the
+    slot's: a restarted worker keeps them)."""
 
     def __init__(self, sandbox: "BubblewrapSandbox", cpu: int | None):
         self.sandbox = sandbox
         self.cpu = cpu
-        self.uid = _next_uid()
+        self.uid = next_worker_uid(UID_BASE)
         self.proc: subprocess.Popen | None = None
         self.jobs_done = 0
         self.stderr_file = None
@@ -259,16 +256,17 @@ class _Worker:
         ]
         return argv
 
-    def start(self) -> None:
+    def start(self, job: SandboxJob) -> None:
         self.starts += 1
         if self.sandbox.memory_cgroups:
             self.cgroup = _MemoryCgroup.create(f"{self.uid}-{self.starts}", self.uid)
             self.cgroup_limit = 0
             self.oom_kills_seen = 0
         self.read_ahead = bytearray()
-        runner_fd = os.memfd_create("amr-runner", 0)
+        runner = packed_runner()
+        runner_fd = os.memfd_create(f"amr-runner-{runner.sha256[:12]}", 0)
         try:
-            os.write(runner_fd, harness.runner_source().encode("utf-8"))
+            os.write(runner_fd, runner.source.encode("utf-8"))
             os.lseek(runner_fd, 0, os.SEEK_SET)
             self.stderr_file = tempfile.TemporaryFile()
             argv = self.argv(runner_fd)
@@ -317,9 +315,6 @@ class _Worker:
             return ""
 
     def run(self, job: SandboxJob) -> SandboxResult:
-        if not self.alive() or self.jobs_done >= self.sandbox.recycle_after:
-            self.stop()
-            self.start()
         started = time.monotonic()
         deadline = started + job.limits.wall_s + self.sandbox.grace_s
         self._prepare_cgroup(job)
@@ -338,8 +333,6 @@ class _Worker:
             if kills > self.oom_kills_seen:
                 self.oom_kills_seen = kills
                 result = _as_oom(result, self.cgroup_limit)
-        if result.anomalies:
-            self.stop()  # a fresh worker after any anomaly
         return result
 
     def _prepare_cgroup(self, job: SandboxJob) -> None:
@@ -380,7 +373,7 @@ class _Worker:
         return bytes(buf[:size])
 
 
-class BubblewrapSandbox:
+class BubblewrapSandbox(PooledSandbox):
     """The ``local`` backend: ``workers`` pre-forked bubblewrap sandboxes serving jobs."""
 
     name = "local"
@@ -409,7 +402,6 @@ class BubblewrapSandbox:
         self.shm_bytes = shm_bytes
         self.worker_as_bytes = worker_as_bytes
         self.worker_nproc = worker_nproc
-        self.recycle_after = recycle_after
         self.grace_s = grace_s
         self.memory_cgroups = memory_cgroups and _memory_cgroups_work()
         # Default one worker per CPU this process may use, each pinned to its own CPU (round
@@ -419,80 +411,19 @@ class BubblewrapSandbox:
         # than 2 or 4 unpinned ones.
         cpus = sorted(os.sched_getaffinity(0))
         count = max(1, workers or len(cpus))
-        self._workers = [_Worker(self, cpus[i % len(cpus)] if pin_workers else None) for i in range(count)]
-        self._free: queue.Queue[_Worker] = queue.Queue()
-        for worker in self._workers:
-            self._free.put(worker)
-        self._closed = False
+        super().__init__([_Worker(self, cpus[i % len(cpus)] if pin_workers else None) for i in range(count)], recycle_after)
 
     def worker_uids(self) -> list[int]:
         """The uids this sandbox's workers run as (tests check none of them has a process left)."""
         return [w.uid for w in self._workers]
 
-    def self_test(self) -> None:
-        harness.isolation_self_test(self)
 
-    def run(self, jobs: Sequence[SandboxJob]) -> list[SandboxResult]:
-        if self._closed:
-            raise RuntimeError("sandbox is closed")
-        if not jobs:
-            return []
-
-        results: list[SandboxResult | None] = [None] * len(jobs)
-        next_index = itertools.count().__next__  # atomic under the GIL: each index taken once
-
-        failures: list[BaseException] = []
-
-        def drive() -> None:
-            """Hold one free worker and feed it jobs until none are left (no per-job hand-off)."""
-            worker = self._free.get()
-            try:
-                while not failures and (i := next_index()) < len(jobs):
-                    job = jobs[i]
-                    if not harness.is_harness_job(job):
-                        results[i] = harness.infra_error(job, "the local backend runs only harness jobs (harness.build_job)")
-                    else:
-                        results[i] = worker.run(job)
-            except BaseException as exc:  # re-raised in the caller's thread
-                failures.append(exc)
-            finally:
-                self._free.put(worker)
-
-        drivers = [threading.Thread(target=drive, name="amr-bwrap", daemon=True)
-                   for _ in range(min(len(jobs), len(self._workers)) - 1)]
-        for thread in drivers:
-            thread.start()
-        try:
-            drive()  # this thread drives a worker too
-        finally:
-            for thread in drivers:
-                thread.join()
-        if failures:
-            raise failures[0]
-        return results  # type: ignore[return-value]
-
-    def close(self) -> None:
-        self._closed = True
-        for worker in self._workers:
-            worker.stop()
-
-    def __enter__(self) -> "BubblewrapSandbox":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
-
+_probe_counter = itertools.count()
 
 
 def _memory_cgroups_work() -> bool:
     _MemoryCgroup.remove_stale()
-    probe = _MemoryCgroup.create(f"probe-{os.getpid()}-{next(_uid_counter)}", os.getuid())
+    probe = _MemoryCgroup.create(f"probe-{os.getpid()}-{next(_probe_counter)}", os.getuid())
     if probe is None:
         return False
     probe.remove()

@@ -3,14 +3,15 @@
 Each worker is one container: ``network_mode=none``, read-only root, small ``noexec`` tmpfs
 ``/tmp`` and ``/dev/shm``, a non-root uid of its own, ``cap_drop=ALL``, ``no-new-privileges``,
 pids / memory (= memory+swap) / CPU limits, nofile and core ulimits, no log driver. Its init
-(PID 1) is the harness-owned runner in server mode (``runner_main.py --serve``, passed with
-``python3 -I -c`` so the image needs nothing but python3): the same runner, nonce protocol and
+(PID 1) is the harness-owned runner in server mode (the packed ``sandbox/runner`` with
+``--serve``, passed with ``python3 -I -c`` so the image needs nothing but python3): the same runner, nonce protocol and
 verdict code as the bubblewrap backend. The launcher attaches to the container's stdin/stdout,
 writes ``harness.encode_request(job)`` and reads one report frame back, so a job costs a fork
 inside a warm container instead of a container start (~0.7 s here) or a ``docker exec``.
 
-A worker is replaced (container force-removed, a fresh one started on the next job) after
-``recycle_after`` jobs and after any anomaly: a timeout, an OOM kill, an output flood, leftover
+A worker is replaced (container force-removed, a fresh one started on the next job; the pool
+is ``sandbox/pool.py``, shared with the bubblewrap backend) after ``recycle_after`` jobs, when
+a job needs other container limits, and after any anomaly: a timeout, an OOM kill, an output flood, leftover
 processes or files, tampering, a protocol error, a dead container. The runner enforces the wall
 limit itself; if it does not answer within ``wall_s + timeout_grace_s`` the container is killed
 and removed and the job is a ``timeout``. A cgroup OOM kill (several processes together above the
@@ -25,28 +26,27 @@ No container outlives its launcher: containers are created with ``StdinOnce`` an
 ``AutoRemove``. When the launcher dies, even by SIGKILL, the kernel closes its attach
 connection, dockerd closes the container's stdin, the runner sees the hang-up (it watches its
 stdin during every job), kills the job and exits, and the engine removes the stopped container.
-Every container also carries the labels ``amr-dagster.sandbox=1`` and
-``amr-dagster.owner=<host>:<pid>``; a new ``DockerSandbox`` (and ``scripts/dockerd.sh reap``)
+Every container also carries the labels ``amr-dagster.sandbox=1``,
+``amr-dagster.owner=<host>:<pid>`` and ``amr-dagster.runner=<packed runner's sha256>``; a new ``DockerSandbox`` (and ``scripts/dockerd.sh reap``)
 removes containers whose owner process is gone, for the case where the engine itself was down or
 restarting when the launcher died.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
-import queue
 import socket
 import struct
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Any, Sequence
+from typing import Any
 
 from amr_dagster.sandbox import harness
 from amr_dagster.sandbox.base import SandboxJob, SandboxResult, SandboxUnavailable, Status
+from amr_dagster.sandbox.packing import packed_runner
+from amr_dagster.sandbox.pool import PooledSandbox, PooledWorker, next_worker_uid
 
 log = logging.getLogger(__name__)
 
@@ -55,15 +55,10 @@ DEFAULT_DOCKER_HOST = "unix:///run/amr-docker/docker.sock"  # where scripts/dock
 SANDBOX_GID = 10001
 LABEL = "amr-dagster.sandbox"
 OWNER_LABEL = "amr-dagster.owner"
+RUNNER_LABEL = "amr-dagster.runner"
 SCRATCH_DIRS = ("/tmp", "/dev/shm")
 CONTAINER_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8", "TMPDIR": "/tmp"}
 UID_BASE = 2_000_000
-_uid_counter = itertools.count()
-
-
-def _next_uid() -> int:
-    """A uid no other worker container on this machine is likely to hold (pid-spread, counted)."""
-    return UID_BASE + (os.getpid() % 4096) * 256 + next(_uid_counter) % 256
 
 
 def owner_tag() -> str:
@@ -199,21 +194,30 @@ class ContainerSpec:
     pids: int
 
 
-class _Worker:
-    """One long-lived container whose init is the harness runner in server mode."""
+class _Worker(PooledWorker):
+    """One slot of long-lived containers whose init is the harness runner in server mode; each
+    container started runs as a uid of its own, with the limits of the job that started it."""
 
-    def __init__(self, sandbox: DockerSandbox, spec: ContainerSpec):
+    def __init__(self, sandbox: DockerSandbox):
         self.sandbox = sandbox
-        self.spec = spec
-        self.uid = _next_uid()
+        self.spec: ContainerSpec | None = None
+        self.uid = 0
         self.jobs_done = 0
         self.container_id: str | None = None
         self.stream: _AttachedStream | None = None
         self._oom_file: str | None = None
 
-    def start(self) -> None:
+    def fits(self, job: SandboxJob) -> bool:
+        return self.spec == _spec_of(job)
+
+    def alive(self) -> bool:
+        return self.container_id is not None
+
+    def start(self, job: SandboxJob) -> None:
         sb = self.sandbox
         api = sb.client.api
+        self.spec = _spec_of(job)
+        self.uid = sb._new_uid()
         from docker.types import LogConfig, Ulimit
 
         # tmpfs pages are charged to the container's memory cgroup: room for them, and for the
@@ -241,7 +245,8 @@ class _Worker:
             ipc_mode="private",
             log_config=LogConfig(type="none"),
         )
-        command = ["python3", "-I", "-c", harness.runner_source(), "--serve"]
+        runner = packed_runner()
+        command = ["python3", "-I", "-c", runner.source, "--serve"]
         for folder in SCRATCH_DIRS:
             command += ["--scratch", folder]
         created = api.create_container(
@@ -255,7 +260,7 @@ class _Worker:
             hostname="sandbox",
             working_dir="/tmp",
             environment=CONTAINER_ENV,
-            labels={LABEL: "1", OWNER_LABEL: sb.owner},
+            labels={LABEL: "1", OWNER_LABEL: sb.owner, RUNNER_LABEL: runner.sha256},
             host_config=host_config,
         )
         container_id: str = created["Id"]
@@ -266,7 +271,7 @@ class _Worker:
             api.start(container_id)
             self._oom_file = self._find_oom_file(container_id)
         except BaseException:
-            self.kill()
+            self.stop()
             raise
         self.jobs_done = 0
 
@@ -315,19 +320,19 @@ class _Worker:
             stream.send(harness.encode_request(job))
             frame = harness.read_frame(lambda n: stream.read_exact(n, deadline))
         except TimeoutError:
-            self.kill()  # the runner could not end the job itself: the container goes
+            self.stop()  # the runner could not end the job itself: the container goes
             return SandboxResult(
                 status=Status.TIMEOUT, detail="timeout: no answer within the wall limit; container removed",
-                duration_s=time.monotonic() - started, job_id=job.job_id, anomalies=("timeout",),
+                duration_s=time.monotonic() - started, job_id=job.job_id, anomalies=(Status.TIMEOUT.value,),
             )
         except (OSError, EOFError, ValueError) as exc:
             oom = self._died_of_oom(oom_before)
             tail = stream.stderr_tail.decode("utf-8", "replace").strip()
-            self.kill()
+            self.stop()
             if oom:
                 return SandboxResult(
                     status=Status.OOM, detail="oom: the container's memory limit was exceeded",
-                    duration_s=time.monotonic() - started, job_id=job.job_id, anomalies=("oom",),
+                    duration_s=time.monotonic() - started, job_id=job.job_id, anomalies=(Status.OOM.value,),
                 )
             detail = f"worker container failed: {type(exc).__name__}: {exc}{self._state_note()}"
             return harness.infra_error(job, detail + (f"; stderr: {tail[-500:]}" if tail else ""), time.monotonic() - started)
@@ -340,7 +345,7 @@ class _Worker:
             # together, or tmpfs + heap): the runner saw only a SIGKILL.
             result = replace(
                 result, status=Status.OOM, detail=f"oom: the container's memory limit was exceeded ({result.detail})",
-                anomalies=(*result.anomalies, "oom"),
+                anomalies=(*result.anomalies, Status.OOM.value),
             )
         return result
 
@@ -362,7 +367,7 @@ class _Worker:
         except Exception:  # already removed (AutoRemove): no evidence of an OOM kill
             return False
 
-    def kill(self) -> None:
+    def stop(self) -> None:
         """Close the attach connection (the runner then exits) and force-remove the container."""
         if self.stream is not None:
             self.stream.close()
@@ -378,7 +383,7 @@ class _Worker:
         self._oom_file = None
 
 
-class DockerSandbox:
+class DockerSandbox(PooledSandbox):
     """The ``docker`` backend: ``workers`` long-lived containers of ``image`` serving jobs.
 
     ``base_url``: the engine (default ``$DOCKER_HOST``, else scripts/dockerd.sh's socket).
@@ -389,6 +394,7 @@ class DockerSandbox:
     """
 
     name = "docker"
+    infra_exceptions = (Exception,)  # docker API / connection trouble: the sandbox failed, not the job
 
     def __init__(
         self,
@@ -405,7 +411,6 @@ class DockerSandbox:
         timeout_grace_s: float = 10.0,
     ):
         self.image = image
-        self.recycle_after = max(1, int(recycle_after))
         self.tmp_bytes = tmp_bytes
         self.tmp_inodes = tmp_inodes
         self.shm_bytes = shm_bytes
@@ -413,7 +418,6 @@ class DockerSandbox:
         self.cpus = cpus
         self.timeout_grace_s = timeout_grace_s
         self.owner = owner_tag()
-        self.containers_started = 0
         try:
             self.client = docker_client(base_url)
             self.client.ping()
@@ -428,86 +432,37 @@ class DockerSandbox:
             ) from exc
         reap_orphans(self.client)
         self.workers = max(1, int(workers))
-        self._free: queue.Queue[_Worker | None] = queue.Queue()
-        for _ in range(self.workers):
-            self._free.put(None)
-        self._lock = threading.Lock()
-        self._live: set[_Worker] = set()
+        self._uids_lock = threading.Lock()
         self._uids_used: set[int] = set()
-        self._closed = False
+        super().__init__([_Worker(self) for _ in range(self.workers)], recycle_after)
 
-    def self_test(self) -> None:
-        harness.isolation_self_test(self)
-
-    def run(self, jobs: Sequence[SandboxJob]) -> list[SandboxResult]:
-        if self._closed:
-            raise RuntimeError("sandbox is closed")
-        if not jobs:
-            return []
-        if len(jobs) == 1 or self.workers == 1:
-            return [self._run_one(job) for job in jobs]
-        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="amr-docker") as pool:
-            return list(pool.map(self._run_one, jobs))
+    @property
+    def containers_started(self) -> int:
+        """Containers started over this sandbox's life (tests check reuse and recycling)."""
+        return self.worker_starts
 
     def worker_uids(self) -> list[int]:
         """Every uid this sandbox's containers have run as (tests look for leftover processes)."""
-        with self._lock:
+        with self._uids_lock:
             return sorted(self._uids_used)
 
     def container_ids(self) -> list[str]:
         """Containers this sandbox is running now (tests check they disappear when they must)."""
-        with self._lock:
-            return [w.container_id for w in self._live if w.container_id]
+        return [w.container_id for w in self._workers if w.container_id]
 
     def close(self) -> None:
-        self._closed = True
-        with self._lock:
-            live, self._live = list(self._live), set()
-        for worker in live:
-            worker.kill()
+        super().close()
         try:
             self.client.close()
         except Exception:
             pass
 
-    def __enter__(self) -> DockerSandbox:
-        return self
+    def _new_uid(self) -> int:
+        uid = next_worker_uid(UID_BASE)
+        with self._uids_lock:
+            self._uids_used.add(uid)
+        return uid
 
-    def __exit__(self, *exc) -> None:
-        self.close()
 
-    def _run_one(self, job: SandboxJob) -> SandboxResult:
-        if not harness.is_harness_job(job):
-            return harness.infra_error(job, "the docker backend runs only harness jobs (harness.build_job)")
-        started = time.monotonic()
-        worker = self._free.get()
-        try:
-            spec = ContainerSpec(job.limits.memory_bytes, job.limits.pids)
-            if worker is not None and (worker.spec != spec or worker.jobs_done >= self.recycle_after):
-                self._discard(worker)
-                worker = None
-            if worker is None:
-                worker = _Worker(self, spec)
-                with self._lock:
-                    self._live.add(worker)
-                    self._uids_used.add(worker.uid)
-                worker.start()
-                with self._lock:
-                    self.containers_started += 1
-            result = worker.run(job)
-            if result.anomalies or worker.container_id is None:
-                self._discard(worker)  # a fresh container after any anomaly
-                worker = None
-            return result
-        except Exception as exc:  # docker API / connection trouble: the sandbox failed, not the job
-            if worker is not None:
-                self._discard(worker)
-                worker = None
-            return harness.infra_error(job, f"docker: {type(exc).__name__}: {exc}", time.monotonic() - started)
-        finally:
-            self._free.put(worker)
-
-    def _discard(self, worker: _Worker) -> None:
-        with self._lock:
-            self._live.discard(worker)
-        worker.kill()
+def _spec_of(job: SandboxJob) -> ContainerSpec:
+    return ContainerSpec(job.limits.memory_bytes, job.limits.pids)

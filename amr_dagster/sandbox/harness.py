@@ -1,8 +1,9 @@
 """Host side of the test harness: builds sandbox jobs from (code, tests), turns the in-sandbox
 runner's reports into honest verdicts, and retries infrastructure errors.
 
-Every backend runs the same harness-owned runner (``runner_main.py``, copied into the job as
-``_amr_runner.py``); its module docstring holds the threat model. A backend can drive it two ways:
+Every backend runs the same harness-owned runner (the ``sandbox/runner`` package, packed into one
+script by ``sandbox/packing.py`` and copied into the job as ``_amr_runner.py``); the package's
+docstring holds the threat model. A backend can drive it two ways:
 
 * one-shot: write ``job.files`` into a fresh work folder, run ``job.command`` there with
   ``job.stdin`` on stdin (it carries the per-run nonce, which the runner reads only after every
@@ -15,7 +16,7 @@ Every backend runs the same harness-owned runner (``runner_main.py``, copied int
 A program passes only if the runner reports >= 1 test ran and every test passed, under the
 job's own nonce; anything else is a failure, and a missing/forged report is ``infra_error``.
 
-Threat model in short (details in ``runner_main``): the program and its tests are hostile. The
+Threat model in short (details in ``sandbox/runner``): the program and its tests are hostile. The
 runner's supervisor never executes them; it forks a child that does, which loses every channel
 to the supervisor except a result pipe before user code runs; the supervisor counts only
 token-tagged per-test lines in the order of the plan it parsed itself, so exiting early
@@ -33,28 +34,21 @@ import os
 import dataclasses
 import json
 import secrets
-from functools import lru_cache
-from pathlib import Path
 from typing import Callable, Sequence
 
-from amr_dagster.sandbox import runner_main
 from amr_dagster.sandbox.base import Limits, Sandbox, SandboxJob, SandboxResult, Status
+from amr_dagster.sandbox.packing import packed_runner
+from amr_dagster.sandbox.runner.wire import FRAME_HEADER, MANIFEST_FILE, PROGRAM_FILE, REPORT_PREFIX, TESTS_FILE
 
 RUNNER_FILE = "_amr_runner.py"
-MANIFEST_FILE = runner_main.MANIFEST_FILE
-PROGRAM_FILE = runner_main.PROGRAM_FILE
-TESTS_FILE = runner_main.TESTS_FILE
-REPORT_PREFIX = runner_main.REPORT_PREFIX
-FRAME_HEADER = runner_main.FRAME_HEADER
 # ``-I``: ignore PYTHON* variables, user site-packages and the current folder on sys.path.
 RUNNER_COMMAND: tuple[str, ...] = ("python3", "-I", RUNNER_FILE)
 MAX_REPORT_BYTES = 64 << 20
 
 
-@lru_cache(maxsize=1)
 def runner_source() -> str:
-    """The runner's source text, as shipped into every sandbox."""
-    return Path(runner_main.__file__).read_text(encoding="utf-8")
+    """The runner's source text, as shipped into every sandbox (packed once per process)."""
+    return packed_runner().source
 
 
 def serve_command(python: str = "python3", runner_path: str = "/" + RUNNER_FILE, scratch: Sequence[str] = ("/tmp",)) -> tuple[str, ...]:
@@ -110,7 +104,7 @@ def is_harness_job(job: SandboxJob) -> bool:
 def infra_error(job: SandboxJob, detail: str, duration_s: float = 0.0, stdout: str = "", stderr: str = "") -> SandboxResult:
     return SandboxResult(
         status=Status.INFRA_ERROR, detail=f"infra: {detail}", job_id=job.job_id, duration_s=duration_s,
-        stdout=stdout, stderr=stderr, anomalies=("infra_error",),
+        stdout=stdout, stderr=stderr, anomalies=(Status.INFRA_ERROR.value,),
     )
 
 

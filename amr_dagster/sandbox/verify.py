@@ -20,7 +20,7 @@ from typing import Any, Iterable, Iterator
 
 from amr_dagster.ids import stable_id
 from amr_dagster.sandbox import harness
-from amr_dagster.sandbox.base import Limits, Sandbox, SandboxResult
+from amr_dagster.sandbox.base import Limits, Sandbox, SandboxResult, Status
 
 INVALID_ROW = "invalid_row"
 VERDICT_FIELDS = ("status", "tests_run", "tests_passed", "duration_s", "exit_code", "detail", "sandbox")
@@ -165,8 +165,8 @@ def verify_jsonl(
             sandbox.close()
     return {
         "rows": rows,
-        "passed": counts.get("passed", 0),
-        "pass_rate": round(counts.get("passed", 0) / rows, 4) if rows else 0.0,
+        "passed": counts.get(Status.PASSED.value, 0),
+        "pass_rate": round(counts.get(Status.PASSED.value, 0) / rows, 4) if rows else 0.0,
         "by_status": dict(sorted(counts.items())),
         "sandbox": getattr(sandbox, "name", ""),
         "wall_s": round(time.monotonic() - started, 2),

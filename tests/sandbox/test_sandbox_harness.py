@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from amr_dagster.sandbox import harness, runner_main
+from amr_dagster.sandbox import harness
 from amr_dagster.sandbox.auto import open_sandbox
 from amr_dagster.sandbox.base import Limits, SandboxResult, SandboxUnavailable, Status
 from amr_dagster.sandbox.bubblewrap import BubblewrapSandbox
+from amr_dagster.sandbox.runner import child, plan
 from tests.sandbox_backends import make_backend
 
 # ----------------------------------------------------------------------------- the test plan
@@ -36,29 +37,29 @@ from tests.sandbox_backends import make_backend
     ("def broken(:\n", 0),
 ])
 def test_plan_counts_tests(tests, expected):
-    assert runner_main.count_planned_tests(tests) == expected
+    assert plan.count_planned_tests(tests) == expected
 
 
 def test_foreign_runner_calls_are_not_executed():
-    _, steps = runner_main.plan_tests("import unittest\nunittest.main()\nassert True\n")
+    _, steps = plan.plan_tests("import unittest\nunittest.main()\nassert True\n")
     assert [kind for kind, _, _ in steps] == ["setup", "test"]
 
 
 def test_the_supervisor_compiles_and_keeps_compile_errors_for_the_child():
-    stmts, _ = runner_main.plan_tests("x = 1\nreturn x\nassert x == 1\n")  # parses, does not compile
-    compiled = runner_main.compile_statements(stmts)
+    stmts, _ = plan.plan_tests("x = 1\nreturn x\nassert x == 1\n")  # parses, does not compile
+    compiled = plan.compile_statements(stmts)
     assert compiled[1] == ("SyntaxError", "'return' outside function (tests.py, line 2)")
     assert all(isinstance(code, type(test_plan_counts_tests.__code__)) for code in (compiled[0], compiled[2]))
-    assert runner_main.compile_program("def f(:\n")[0] == "SyntaxError"
+    assert plan.compile_program("def f(:\n")[0] == "SyntaxError"
 
 
 def test_watched_names_are_what_the_tests_name():
-    stmts, _ = runner_main.plan_tests(
+    stmts, _ = plan.plan_tests(
         "import unittest\n"
         "class TestF(unittest.TestCase):\n    def test_a(self):\n        self.assertEqual(sorted([2, 1]), [1, 2])\n"
         "def check(candidate):\n    assert abs(candidate(1)) == len('a')\n"
         "check(f)\n")
-    names = runner_main.watched_names(runner_main.compile_statements(stmts))
+    names = child.watched_names(plan.compile_statements(stmts))
     for name in ("assertEqual", "sorted", "abs", "len", "check", "setUp", "tearDown", "__init__"):
         assert name in names
     assert "print" not in names and "all" not in names
