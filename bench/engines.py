@@ -120,6 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--samples", type=int, default=defaults.n_samples)
     parser.add_argument("--max-tokens", type=int, default=defaults.response_max_tokens)
     parser.add_argument("--threads", type=int, default=0, help="llama.cpp threads (0 = all cores, the engine's default)")
+    parser.add_argument("--enforce-eager", action="store_true", help="vLLM without graph compilation (cheaper start)")
     args = parser.parse_args(argv)
 
     config = replace(defaults, n_samples=args.samples, response_max_tokens=args.max_tokens)
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     texts = [r.prompt or "" for r in requests]
     assert checkpoint_token_ids(checkpoint.path, texts) == ids, "vLLM's tokenizer and llama.cpp disagree"
     started = time.perf_counter()
-    vllm = VLLMEngine(checkpoint.path.as_posix())
+    vllm = VLLMEngine(checkpoint.path.as_posix(), enforce_eager=args.enforce_eager)
     warm = [replace(requests[0], params=replace(requests[0].params, max_tokens=4))]
     run_vllm(vllm, warm, ids[:1])
     vllm_start = time.perf_counter() - started
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
         flush=True,
     )
     print(f"engine start (excluded): llama.cpp {llama_start:.1f}s ({llama.model_id}), "
-          f"vLLM {vllm_start:.1f}s ({vllm.model_id}, seeded={vllm.seeded})", flush=True)
+          f"vLLM {vllm_start:.1f}s ({vllm.model_id}, seeded={vllm.seeded}, eager={args.enforce_eager})", flush=True)
 
     v1_s, v1_tokens = run_vllm(vllm, requests, ids)
     print(f"vllm run 1: {v1_s:7.1f}s {v1_tokens} tokens {v1_tokens / v1_s:7.1f} tok/s", flush=True)

@@ -23,12 +23,13 @@ from amr_dagster.llm.cached import CachedEngine  # noqa: E402
 from amr_dagster.llm.embedded_model import EMBEDDED_NAME  # noqa: E402
 from amr_dagster.llm.vllm_engine import VLLMEngine, vllm_on_cpu  # noqa: E402
 
-pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+# Engine starts take 1.5-3 minutes on two idle cores, far longer on a loaded machine.
+pytestmark = [pytest.mark.vllm, pytest.mark.slow, pytest.mark.timeout(2400)]
 
 
 @pytest.fixture(scope="module")
 def engine(checkpoint):  # noqa: F811
-    engine = VLLMEngine()  # "" = the embedded model, through the cached checkpoint
+    engine = VLLMEngine(enforce_eager=True)  # "" = the embedded model, through the cached checkpoint
     yield engine
     engine.close()
 

@@ -20,7 +20,8 @@ from amr_dagster.llm.openai_engine import OpenAIEngine  # noqa: E402
 from amr_dagster.llm.vllm_engine import vllm_version  # noqa: E402
 from amr_dagster.llm.vllm_server import VLLMServer  # noqa: E402
 
-pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+# Engine starts take 1.5-3 minutes on two idle cores, far longer on a loaded machine.
+pytestmark = [pytest.mark.vllm, pytest.mark.slow, pytest.mark.timeout(2400)]
 
 
 @pytest.fixture(scope="module")

@@ -112,6 +112,7 @@ class VLLMEngine:
         dtype: str = "auto",
         chunk_size: int = 512,
         max_restarts: int = 1,
+        enforce_eager: bool = False,
     ) -> None:
         self._vllm = import_vllm()
         self.on_cpu = vllm_on_cpu()
@@ -130,6 +131,7 @@ class VLLMEngine:
             tensor_parallel_size=tensor_parallel_size,
             enable_prefix_caching=enable_prefix_caching,
             dtype=dtype,
+            enforce_eager=enforce_eager,  # no graph capture/compilation: a much cheaper start
         )
         if self.on_cpu:
             kwargs["kv_cache_memory_bytes"] = int((kv_cache_gib or CPU_KV_CACHE_GIB) * (1 << 30))
