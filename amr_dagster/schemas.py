@@ -68,6 +68,11 @@ LLM_COLUMNS: dict[str, pl.DataType] = {
     "shot_ids": pl.List(pl.String()),
     "prompt_version": pl.String(),
     "model_id": pl.String(),
+    # lineage of the engine that wrote the row (llm.base.ModelIdentity)
+    "engine": pl.String(),
+    "model": pl.String(),
+    "checkpoint_sha256": pl.String(),
+    "seeded": pl.Boolean(),
     "raw_output": pl.String(),
     "finish_reason": pl.String(),
     "prompt_tokens": pl.Int64(),

@@ -26,7 +26,7 @@ from amr_dagster.generation.prompting import (
     shot_key,
 )
 from amr_dagster.ids import row_id, seed_for
-from amr_dagster.llm.base import LLMEngine, LLMRequest, SamplingParams
+from amr_dagster.llm.base import LLMEngine, LLMRequest, ModelIdentity, SamplingParams
 from amr_dagster.outcomes import accepted, summarize
 
 
@@ -40,10 +40,15 @@ def truncate_seed(code: str, max_chars: int) -> str:
 
 def llm_fields(shots: list, version: str, model_id: str, completion: Any, reason: str | None) -> dict[str, Any]:
     """The columns every LLM stage records about the call that produced a row."""
+    identity = getattr(completion, "identity", None) or ModelIdentity.from_model_id(model_id)
     return {
         "shot_ids": [s.id for s in shots],
         "prompt_version": version,
         "model_id": model_id,
+        "engine": identity.engine,
+        "model": identity.model,
+        "checkpoint_sha256": identity.checkpoint_sha256,
+        "seeded": identity.seeded,
         "raw_output": completion.text,
         "finish_reason": completion.finish_reason,
         "prompt_tokens": completion.prompt_tokens,

@@ -80,8 +80,34 @@ class LLMRequest:
 
 
 @dataclass(frozen=True)
+class ModelIdentity:
+    """What produced a completion, for lineage: engine (and version), model, checkpoint checksum.
+
+    ``seeded`` is False where the engine ignores per-request seeds (vLLM's CPU build): such rows
+    are reproducible only through the persistent cache. ``checkpoint_sha256`` is "" when the
+    weights are not known here (a hosted model, a hub name).
+    """
+
+    engine: str
+    model: str
+    checkpoint_sha256: str = ""
+    seeded: bool = True
+
+    @classmethod
+    def from_model_id(cls, model_id: str) -> "ModelIdentity":
+        """Best effort for engines that only know a ``kind:name[:sha12]`` model id."""
+        kind, _, rest = model_id.partition(":")
+        name, _, sha = rest.partition(":")
+        return cls(engine=kind, model=name or model_id, checkpoint_sha256=sha)
+
+
+@dataclass(frozen=True)
 class Completion:
-    """One sample. ``finish_reason`` is "stop", "length" or "error" (then ``error`` says why)."""
+    """One sample. ``finish_reason`` is "stop", "length" or "error" (then ``error`` says why).
+
+    ``identity`` says which engine, model and checkpoint produced it (set by ``CachedEngine``
+    on fresh and cached completions alike).
+    """
 
     text: str
     finish_reason: str
@@ -90,6 +116,7 @@ class Completion:
     sample_index: int
     cached: bool = False
     error: str | None = None
+    identity: ModelIdentity | None = None
 
     @property
     def ok(self) -> bool:
@@ -152,7 +179,8 @@ def per_sample(request: LLMRequest) -> list[LLMRequest]:
 
 @runtime_checkable
 class LLMEngine(Protocol):
-    """A backend. ``model_id`` identifies the weights (part of every cache key)."""
+    """A backend. ``model_id`` identifies the weights (part of every cache key); ``identity``
+    (optional, else derived from ``model_id``) is what rows record as lineage."""
 
     model_id: str
 
@@ -183,6 +211,14 @@ def collect(engine: StreamingEngine, requests: Sequence[LLMRequest]) -> list[lis
         ri, si, _ = singles[k]
         out[ri][si] = replace(completion, sample_index=si)
     return [[c for c in row if c is not None] for row in out]
+
+
+def identity_of(engine: object) -> ModelIdentity:
+    """An engine's lineage record: its ``identity`` or one derived from its ``model_id``."""
+    found = getattr(engine, "identity", None)
+    if isinstance(found, ModelIdentity):
+        return found
+    return ModelIdentity.from_model_id(str(getattr(engine, "model_id", "")))
 
 
 def decode_text(data: bytes | str) -> str:

@@ -2,7 +2,10 @@
 
 For a batch it splits every request into its samples, answers what the cache holds, sends only
 the misses to the backend in one batch (so the backend can order, batch and reuse prefixes),
-and commits each finished sample to the cache the moment the backend reports it. Usage
+and commits each finished sample to the cache the moment the backend reports it. Every
+completion it returns carries the engine's ``ModelIdentity`` (engine, model, checkpoint
+checksum, whether seeds were honoured) for the rows' lineage; the cache key's model id names
+the same weights, so a hit carries the identity of the engine that made it. Usage
 (requests, tokens, hits, misses, wall time) accumulates until ``reset_usage()``; a stage takes
 ``snapshot()`` at the start of a materialization and ``usage_since(snapshot)`` at its end.
 """
@@ -19,6 +22,7 @@ from amr_dagster.llm.base import (
     LLMRequest,
     Stopwatch,
     Usage,
+    identity_of,
     per_sample,
 )
 from amr_dagster.llm.cache import CacheStore, cache_key
@@ -31,6 +35,7 @@ class CachedEngine:
         self.engine = engine
         self.cache = cache
         self.model_id = engine.model_id
+        self.identity = identity_of(engine)
         self._usage = Usage(model_id=engine.model_id)
         self._lock = threading.Lock()
 
@@ -81,7 +86,7 @@ class CachedEngine:
                 singles = None
                 for si, key in enumerate(keys[ri]):
                     if key in found:
-                        out[ri][si] = replace(found[key], sample_index=si, cached=True)
+                        out[ri][si] = replace(found[key], sample_index=si, cached=True, identity=self.identity)
                         hits += 1
                     elif key in missing:
                         missing[key][1].append((ri, si))
@@ -102,7 +107,7 @@ class CachedEngine:
                     usage.prompt_tokens += completion.prompt_tokens
                     usage.completion_tokens += completion.completion_tokens
                     for ri, si in missing[key][1]:
-                        out[ri][si] = replace(completion, sample_index=si, cached=False)
+                        out[ri][si] = replace(completion, sample_index=si, cached=False, identity=self.identity)
             finally:
                 usage.wall_s = clock.elapsed_so_far()
                 with self._lock:

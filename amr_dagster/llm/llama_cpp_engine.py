@@ -31,12 +31,14 @@ from amr_dagster.llm.base import (
     Completion,
     EngineUnavailable,
     LLMRequest,
+    ModelIdentity,
+    SamplingParams,
     collect,
     decode_text,
     error_completion,
 )
 from amr_dagster.llm.embedded_model import EMBEDDED_NAME, embedded_model_path, expected_sha256
-from amr_dagster.llm.registry import cpu_count
+from amr_dagster.llm.registry import cpu_count, track
 from amr_dagster.settings import cache_dir
 
 UNSEEDED = 0xFFFFFFFF  # llama.cpp's LLAMA_DEFAULT_SEED: a random seed
@@ -96,6 +98,9 @@ class LlamaCppEngine:
             path, name, sha = embedded_model_path(), EMBEDDED_NAME, expected_sha256()
         self.model_path = path
         self.model_id = f"llama_cpp:{name}:{sha[:12]}"
+        self.identity = ModelIdentity(
+            engine=f"llama.cpp {getattr(llama_cpp, '__version__', '')}".strip(), model=name, checkpoint_sha256=sha
+        )
         self.n_ctx = n_ctx
         threads = n_threads or cpu_count()
         self.llm = llama_cpp.Llama(
@@ -110,6 +115,12 @@ class LlamaCppEngine:
         self._chat_formatter: Any = None
         self._lock = threading.Lock()
         self.prompt_tokens_evaluated = 0  # tokens really run through the model (after prefix reuse)
+        track(self)
+
+    def close(self) -> None:
+        """Free the model and context now (idempotent), not in a destructor at interpreter exit."""
+        with self._lock:
+            self.llm.close()
 
     # -- prompts ----------------------------------------------------------------------------
     def _chat_prompt(self, messages: tuple[tuple[str, str], ...]) -> str:
@@ -131,7 +142,8 @@ class LlamaCppEngine:
             )
         return self._chat_formatter(messages=[{"role": r, "content": c} for r, c in messages]).prompt
 
-    def _tokens(self, request: LLMRequest) -> list[int]:
+    def prompt_token_ids(self, request: LLMRequest) -> list[int]:
+        """What llama.cpp feeds the model for ``request`` (``<bos>`` first)."""
         if request.is_chat:
             text = self._chat_prompt(request.messages or ())
             # The template writes the BOS token itself and may use special turn markers.
@@ -157,10 +169,23 @@ class LlamaCppEngine:
             common += 1
         return common - 1 if common == len(tokens) and common > 0 else common
 
+    @staticmethod
+    def sampler_args(p: SamplingParams) -> dict[str, Any]:
+        """``Llama.generate`` keywords: temperature + top_p only, like an OpenAI server."""
+        return dict(
+            temp=max(0.0, p.temperature),
+            top_p=p.top_p,
+            top_k=0,
+            min_p=0.0,
+            typical_p=1.0,
+            repeat_penalty=1.0,
+            reset=True,
+        )
+
     # -- one sample -------------------------------------------------------------------------
     def _one(self, request: LLMRequest) -> Completion:
         p = request.params
-        tokens = self._tokens(request)
+        tokens = self.prompt_token_ids(request)
         if len(tokens) >= self.n_ctx:
             return error_completion(
                 f"prompt_too_long: {len(tokens)} tokens, context is {self.n_ctx}", 0
@@ -174,16 +199,7 @@ class LlamaCppEngine:
         data = b""
         text: str | None = None
         finish = FINISH_LENGTH
-        gen = self.llm.generate(
-            tokens,
-            temp=max(0.0, p.temperature),
-            top_p=p.top_p,
-            top_k=0,  # off: sample like an OpenAI server (temperature + top_p only)
-            min_p=0.0,
-            typical_p=1.0,
-            repeat_penalty=1.0,
-            reset=True,
-        )
+        gen = self.llm.generate(tokens, **self.sampler_args(p))
         try:
             for token in gen:
                 if self._llama_cpp.llama_vocab_is_eog(self._vocab, token):

@@ -32,9 +32,11 @@ from amr_dagster.llm.base import (
     Completion,
     EngineUnavailable,
     LLMRequest,
+    ModelIdentity,
     collect,
     error_completion,
 )
+from amr_dagster.llm.registry import track
 
 RETRY_STATUS = {408, 409, 425, 429}
 PER_REQUEST_STATUS = {400, 413, 422}
@@ -67,11 +69,15 @@ class OpenAIEngine:
         backoff_base_s: float = 0.5,
         backoff_max_s: float = 30.0,
         model_id: str | None = None,
+        identity: ModelIdentity | None = None,
     ) -> None:
         self.base_url = normalize_base_url(base_url)
         self.model = model
         # The model name identifies the weights; the URL is where they are served today.
         self.model_id = model_id or f"openai:{model}"
+        # Lineage: the server's engine and checkpoint when the caller knows them (e.g. our own
+        # vLLM server over a converted checkpoint), else just the model name.
+        self.identity = identity or ModelIdentity(engine="openai", model=model)
         self.max_concurrency = max(1, max_concurrency)
         self.max_retries = max(0, max_retries)
         self.backoff_base_s = backoff_base_s
@@ -85,6 +91,7 @@ class OpenAIEngine:
         self._rng = random.Random()
         self._rng_lock = threading.Lock()
         self.calls_made = 0  # HTTP attempts, for tests and logs
+        track(self)
 
     def close(self) -> None:
         self._client.close()

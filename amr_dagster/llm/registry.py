@@ -9,12 +9,20 @@ Note for Dagster: the default multiprocess executor builds resources per step pr
 in-process model reloads per step (Gemma 270M loads in about a second; a vLLM model does not).
 Use the in-process executor for LLM steps, or serve the model (``vllm serve`` or llama.cpp's
 server) and use the ``openai`` backend from every step.
+
+Lifecycle: every engine that holds a model or a connection registers itself with ``track``;
+``close_all`` (run at interpreter exit, and by tests) closes them while the interpreter is still
+whole. Left to garbage collection at shutdown, llama-cpp-python's destructors run after its
+module globals are gone and print a ``TypeError`` traceback, and vLLM's engine core outlives us.
 """
 
 from __future__ import annotations
 
+import atexit
+import logging
 import os
 import threading
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +38,7 @@ class EngineSpec:
     """Everything that decides which engine is built (secrets excluded from ``repr``)."""
 
     backend: str = "llama_cpp"
-    model: str = ""  # llama_cpp: GGUF path ("" = embedded Gemma); openai/vllm: model name
+    model: str = ""  # llama_cpp: GGUF path, vllm: HF name or folder ("" = embedded Gemma); openai: model name
     base_url: str = ""
     api_key: str = ""
     max_concurrency: int = 8
@@ -39,7 +47,7 @@ class EngineSpec:
     n_ctx: int = 8192
     n_threads: int = 0  # 0 = all cores
     tensor_parallel_size: int = 1
-    gpu_memory_utilization: float = 0.9
+    gpu_memory_utilization: float = 0.9  # GPU only (vLLM's CPU build gets an explicit KV cache size)
     max_model_len: int = 0  # 0 = the model's own
     enable_prefix_caching: bool = True
 
@@ -76,6 +84,32 @@ class EngineSpec:
 
 
 _lock = threading.Lock()
+_live: "weakref.WeakSet" = weakref.WeakSet()
+log = logging.getLogger(__name__)
+
+
+def track(engine: object) -> None:
+    """Register an engine with a ``close()`` to be closed at interpreter exit."""
+    with _lock:
+        _live.add(engine)
+
+
+def close_all() -> int:
+    """Close every live engine (and forget the shared ones); returns how many were closed."""
+    with _lock:
+        engines = list(_live)
+        _live.clear()
+        _engines.clear()
+        _cached_engines.clear()
+    for engine in engines:
+        try:
+            engine.close()
+        except Exception as exc:  # noqa: BLE001 - closing the rest matters more
+            log.warning("closing %r failed: %s", engine, exc)
+    return len(engines)
+
+
+atexit.register(close_all)
 _engines: dict[tuple, LLMEngine] = {}
 _caches: dict[str, CacheStore] = {}
 _cached_engines: dict[tuple, CachedEngine] = {}
@@ -103,9 +137,7 @@ def build_engine(spec: EngineSpec) -> LLMEngine:
     if spec.backend == "vllm":
         from amr_dagster.llm.vllm_engine import VLLMEngine
 
-        if not spec.model:
-            raise ValueError("backend 'vllm' needs a model (a Hugging Face name or local path)")
-        return VLLMEngine(
+        return VLLMEngine(  # model "" = the embedded Gemma, converted to a HF checkpoint once
             spec.model,
             tensor_parallel_size=spec.tensor_parallel_size,
             gpu_memory_utilization=spec.gpu_memory_utilization,

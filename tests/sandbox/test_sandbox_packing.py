@@ -15,7 +15,7 @@ from amr_dagster.sandbox import harness
 from amr_dagster.sandbox.base import Status
 from amr_dagster.sandbox.packing import RUNNER_PACKAGE, PackError, pack, packed_runner
 
-RUNNER_DIR = Path(__file__).resolve().parents[1] / "amr_dagster" / "sandbox" / "runner"
+RUNNER_DIR = Path(__file__).resolve().parents[2] / "amr_dagster" / "sandbox" / "runner"
 
 
 def _run_one_shot(source: str, code: str, tests: str, folder: Path) -> harness.SandboxResult:

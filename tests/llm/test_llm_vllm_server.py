@@ -1,0 +1,92 @@
+"""vLLM's OpenAI-compatible server for real, used through the project's ``openai`` backend.
+
+The fixture starts ``python -m vllm.entrypoints.openai.api_server`` on the converted checkpoint,
+on a free loopback port, in its own process group, and stops the whole group at the end.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.llm.vllm_fixtures import checkpoint, fewshot_prompt, llama  # noqa: F401
+
+from amr_dagster.llm.base import LLMRequest, ModelIdentity, SamplingParams  # noqa: E402
+from amr_dagster.llm.cache import MemoryCache  # noqa: E402
+from amr_dagster.llm.cached import CachedEngine  # noqa: E402
+from amr_dagster.llm.embedded_model import EMBEDDED_NAME  # noqa: E402
+from amr_dagster.llm.openai_engine import OpenAIEngine  # noqa: E402
+from amr_dagster.llm.vllm_engine import vllm_version  # noqa: E402
+from amr_dagster.llm.vllm_server import VLLMServer  # noqa: E402
+
+# Engine starts take 1.5-3 minutes on two idle cores, far longer on a loaded machine.
+pytestmark = [pytest.mark.vllm, pytest.mark.slow, pytest.mark.timeout(2400)]
+
+
+@pytest.fixture(scope="module")
+def server(checkpoint):  # noqa: F811
+    with VLLMServer(checkpoint.path, served_name=EMBEDDED_NAME, extra_args=("--enforce-eager",)) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(server, checkpoint):  # noqa: F811
+    identity = ModelIdentity(engine=f"vllm-server {vllm_version()}", model=EMBEDDED_NAME, checkpoint_sha256=checkpoint.sha256)
+    engine = OpenAIEngine(server.base_url, EMBEDDED_NAME, max_concurrency=4, max_retries=2, identity=identity)
+    yield engine
+    engine.close()
+
+
+def test_server_binds_loopback_on_a_free_port(server):
+    assert server.base_url.startswith("http://127.0.0.1:") and server.port not in (0, 8000)
+
+
+def test_batch_through_openai_backend_with_bounded_concurrency(client, llama, checkpoint):  # noqa: F811
+    requests = [
+        LLMRequest(
+            prompt=fewshot_prompt(f"Write a function `h{i}(n)` that returns the {i}-th power of `n`."),
+            params=SamplingParams(n=2 if i % 3 == 0 else 1, temperature=0.7, max_tokens=32, seed=i),
+            tag=f"row{i}",
+        )
+        for i in range(10)
+    ]
+    cached = CachedEngine(client, MemoryCache())
+    out = cached.generate(requests)
+    assert [len(row) for row in out] == [r.params.n for r in requests]
+    for request, row in zip(requests, out):
+        for completion in row:
+            assert completion.ok and completion.completion_tokens > 0
+            # The server fed exactly llama.cpp's ids: <bos> included (without it Gemma writes garbage).
+            assert completion.prompt_tokens == len(llama.prompt_token_ids(request))
+            assert completion.identity.checkpoint_sha256 == checkpoint.sha256
+    assert client.calls_made == sum(r.params.n for r in requests)
+    again = cached.generate(requests)
+    assert all(c.cached for row in again for c in row) and client.calls_made == sum(r.params.n for r in requests)
+
+
+def test_chat_completions(client):
+    out = client.generate(
+        [LLMRequest(messages=(("user", "Write a Python function that adds two numbers."),), params=SamplingParams(max_tokens=48))]
+    )[0][0]
+    assert out.ok and out.text.strip() and out.prompt_tokens > 0
+
+
+def test_too_long_prompt_is_a_per_request_error(client, server):
+    out = client.generate(
+        [
+            LLMRequest(prompt="word " * 9000, params=SamplingParams(max_tokens=8)),
+            LLMRequest(prompt="def add(a, b):", params=SamplingParams(max_tokens=8)),
+        ]
+    )
+    assert out[0][0].finish_reason == "error" and "HTTP 400" in out[0][0].error
+    assert out[1][0].ok
+
+
+def test_stop_ends_the_whole_process_group(checkpoint):  # noqa: F811
+    server = VLLMServer(checkpoint.path, served_name="stop-test", extra_args=("--enforce-eager",))
+    server.start()
+    pgid = server.process.pid
+    server.stop()
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pgid, 0)
