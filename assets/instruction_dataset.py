@@ -11,6 +11,7 @@ import dagster as dg
 
 from amr_dagster.evol.report import combine_reports
 from amr_dagster.dataset.export import ExportConfig, build_dataset, dataset_card, write_dataset
+from amr_dagster.dataset.figures import card_section, inline_markdown, write_figures
 from amr_dagster.outcomes import family_counts, summarize
 from assets.generation_versions import PROMPTS_VERSION
 from resources.benchmarks import BenchmarkSet
@@ -67,6 +68,7 @@ class _VerifiedPairsPass:
         self.store = store
         self.count = _StageCount()
         self.evol_reports: list[dict] = []
+        self.evol_by_batch: dict[str, dict] = {}  # the same reports by batch key, for the card's figures
 
     def __iter__(self):
         from amr_dagster.evol.report import evol_report
@@ -77,6 +79,7 @@ class _VerifiedPairsPass:
             if self.store.exists("evolved_responses", key) and self.store.exists("executed_responses", key):
                 parsed, executed_evolved = report_views(self.store.read("evolved_responses", key))
                 self.evol_reports.append(evol_report(self.store.read("executed_responses", key), parsed, executed_evolved, pairs))
+                self.evol_by_batch[key] = self.evol_reports[-1]
             yield key, pairs
 
 
@@ -117,7 +120,8 @@ def instruction_dataset(
         "benchmarks": ["HumanEval", *benchmarks.extra_files],
     }
     evolution = combine_reports(verified.evol_reports) if verified.evol_reports else None  # None: AMR-Evol did not run
-    card = dataset_card(stats, counts, settings, evolution)
+    figures = write_figures(folder, counts, verified.evol_by_batch)
+    card = dataset_card(stats, counts, settings, evolution, figures=card_section(figures))
     (folder / "DATASET_CARD.md").write_text(card)
     (folder / "card.json").write_text(json.dumps({"stats": stats, "stages": counts, "settings": settings, "evolution": evolution}, indent=2, default=str))
     return dg.MaterializeResult(
@@ -129,6 +133,9 @@ def instruction_dataset(
             "jsonl": dg.MetadataValue.path(str(paths["jsonl"])),
             "parquet": dg.MetadataValue.path(str(paths["parquet"])),
             "card": dg.MetadataValue.md(card),
+            "figures": dg.MetadataValue.md(inline_markdown(figures)),
+            "funnel_svg": dg.MetadataValue.path(str(figures["funnel"])),
+            "pass_rates_svg": dg.MetadataValue.path(str(figures["pass_rates"])),
             "wall_s": round(time.perf_counter() - started, 3),
         }
     )

@@ -32,6 +32,7 @@ from typing import Any, Sequence
 import polars as pl
 
 from amr_dagster.evol.decomposition import EvolConfig, choose_direct, evol_prompts, prompt_version
+from amr_dagster.generation.calls import generate_tracked
 from amr_dagster.generation.parsing import CopyDetector, normalize_code, parse_response
 from amr_dagster.ids import row_id, seed_for
 from amr_dagster.llm.base import Completion, LLMEngine, LLMRequest, SamplingParams
@@ -266,7 +267,7 @@ def evolve_responses(
         )
         for d, ms, lib in todo
     ]
-    completions: Sequence[list[Completion]] = engine.generate(requests) if requests else []
+    completions: Sequence[list[Completion]] = generate_tracked(engine, requests, "evolved_responses")
 
     rows: list[dict[str, Any]] = []
     reasons: list[str | None] = []
