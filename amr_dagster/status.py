@@ -81,7 +81,7 @@ def status_report(root: Path, stages: Sequence[str], batch: str | None = None) -
         rows = []
         for stage, y in zip(stages, batch_yields(store, stages, b.key)):
             if y is None:
-                rows.append({"stage": stage, "rows": None, "accepted": None, "yield": "not materialized", "top rejection reasons": None})
+                rows.append({"stage": stage, "rows": None, "accepted": None, "yield": None, "top rejection reasons": "(not materialized)"})
                 continue
             reasons = ", ".join(f"{r} {n}" for r, n in list(y.reasons.items())[:3])
             rows.append({
