@@ -155,3 +155,31 @@ def test_progress_lands_in_the_event_log_of_a_real_run():
         logs = [(r.step_key, r.user_message) for r in instance.all_logs(result.run_id) if not r.is_dagster_event]
     assert ("long_stage", "long_stage: 0/3 rows (0%), ETA ?") in logs
     assert any(step == "long_stage" and m.startswith("long_stage: 3/3 rows done in") for step, m in logs), logs
+
+
+def test_stage_hooks_call_back_as_each_step_ends_in_order():
+    from amr_dagster.cli_live import stage_hooks
+
+    seen: list[tuple[str, bool, bool]] = []
+
+    @dg.asset
+    def first() -> int:
+        return 1
+
+    @dg.asset
+    def second(first: int) -> int:
+        assert ("first", True, True) in seen  # the upstream line was printed before this step ran
+        return first + 1
+
+    @dg.asset
+    def broken(second: int) -> int:
+        raise ValueError("no")
+
+    def done(name: str, ok: bool) -> None:
+        seen.append((name, ok, True))
+
+    job = dg.Definitions(assets=[first, second, broken]).resolve_implicit_global_asset_job_def().with_hooks(stage_hooks(done))
+    with dg.instance_for_test() as instance:
+        result = job.execute_in_process(instance=instance, raise_on_error=False)
+    assert not result.success
+    assert seen == [("first", True, True), ("second", True, True), ("broken", False, True)]

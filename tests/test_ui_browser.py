@@ -222,18 +222,25 @@ def page(site):
         context = browser.new_context(viewport={"width": 1600, "height": 1000})
         context.set_default_timeout(30_000)
         pg = context.new_page()
+        dismiss_community_dialog(pg, site)
         yield pg
         browser.close()
 
 
+def dismiss_community_dialog(page, site: Site) -> None:
+    """The UI opens a one-time "Join the Dagster community" dialog a second after the first page
+    of a fresh instance loads (on localhost only); "Skip" records it as seen for good."""
+    page.goto(site.url + "/overview")
+    dialog = page.get_by_text("Join the Dagster community")
+    dialog.wait_for(timeout=30_000)
+    page.get_by_role("button", name="Skip").click()
+    dialog.wait_for(state="hidden")
+
+
 def open_page(page, site: Site, path: str) -> None:
-    """Go to ``path`` and dismiss the one-time "Join the Dagster community" dialog if it shows."""
     page.goto(site.url + path)
     page.wait_for_load_state("networkidle")
-    skip = page.get_by_role("button", name="Skip")
-    if page.get_by_text("Join the Dagster community").count() and skip.count():
-        skip.click()
-        page.get_by_text("Join the Dagster community").wait_for(state="hidden")
+    assert not page.get_by_text("Join the Dagster community").count()
 
 
 def wait_for_text(page, site: Site, path: str, text: str | re.Pattern, timeout_s: float, fail: str | None = None, reload_every_s: float = 10) -> None:
