@@ -14,8 +14,8 @@ llama.cpp with small token budgets, the local bubblewrap sandbox, tiny seed file
 4. a backfill over two partitions launched from the UI completes.
 
 Each step asserts the page's state and only then saves a screenshot, into
-``$AMR_UI_SCREENSHOTS`` (default ``test-artifacts/ui-browser`` in the repository), which the
-test names in pytest's summary so CI can keep it.
+``$AMR_UI_SCREENSHOTS`` (default ``test-artifacts/ui-browser`` in the repository, with
+``dagster dev``'s log), which the test names in pytest's summary so CI can keep it.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import urllib.request
@@ -191,19 +192,31 @@ class Site:
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
+def site(shots):
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} missing: install Debian's chromium (a Playwright browser download cannot work here)")
-    s = Site(tmp_path_factory.mktemp("ui"))
-    s.keys = {name: s.register(name) for name in ("alpha", "gamma", "delta")}
-    s.start()
-    yield s
-    s.stop()
+    # A private folder, not pytest's numbered tmp: other pytest sessions of the same user prune
+    # those while this module's dagster dev still writes there.
+    base = Path(tempfile.mkdtemp(prefix="amr-ui-browser-"))
+    s = Site(base)
+    try:
+        s.keys = {name: s.register(name) for name in ("alpha", "gamma", "delta")}
+        s.start()
+        yield s
+    finally:
+        s.stop()
+        if s.log.exists():
+            shutil.copy(s.log, _screenshot_dir() / "dagster_dev.log")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _screenshot_dir() -> Path:
+    return Path(os.environ.get("AMR_UI_SCREENSHOTS", ROOT / "test-artifacts" / "ui-browser")).resolve()
 
 
 @pytest.fixture(scope="module")
 def shots(request):
-    folder = Path(os.environ.get("AMR_UI_SCREENSHOTS", ROOT / "test-artifacts" / "ui-browser")).resolve()
+    folder = _screenshot_dir()
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     yield folder
@@ -267,6 +280,18 @@ def wait_for_run(page, site: Site, run_id: str, timeout_s: float) -> None:
     assert page.get_by_text("Success", exact=True).first.is_visible()
 
 
+def open_run_from_list(page, site: Site, text: str) -> str:
+    """On the Runs page, open the run whose row shows ``text`` (a short run id, a partition);
+    returns the full run id from the run page's address."""
+    wait_for_text(page, site, "/runs", text, timeout_s=120)
+    row = page.locator("tr", has_text=text).first
+    hrefs = row.locator("a").evaluate_all("els => els.map(e => e.getAttribute('href') || '')")
+    runs = [h for h in hrefs if re.fullmatch(r"/runs/[0-9a-f-]{36}", h)]
+    assert runs, f"no run link in the row showing {text!r}: {hrefs}"
+    open_page(page, site, runs[0])
+    return runs[0].rsplit("/", 1)[1]
+
+
 def shot(page, folder: Path, name: str) -> None:
     page.screenshot(path=str(folder / f"{name}.png"), full_page=False)
 
@@ -321,10 +346,10 @@ def test_materialize_seed_stages_from_the_ui(site, page, shots):
     open_page(page, site, "/locations/amr_dagster/asset-groups/seeds")
     page.get_by_role("button", name="Materialize all…").click()
     launch_from_dialog(page, [key])
-    page.get_by_text(re.compile(r"Launched run [0-9a-f]{8}")).wait_for()
-    page.get_by_role("button", name="View").first.click()
-    page.wait_for_url(re.compile(r"/runs/[0-9a-f-]{36}"))
-    run_id = page.url.rstrip("/").split("/runs/")[1].split("?")[0]
+    toast = page.get_by_text(re.compile(r"Launched run [0-9a-f]{8}")).first
+    toast.wait_for()
+    short = re.search(r"Launched run ([0-9a-f]{8})", toast.inner_text()).group(1)
+    run_id = open_run_from_list(page, site, short)
     wait_for_run(page, site, run_id, timeout_s=600)
     assert page.get_by_text(f"partition: {key}").first.is_visible()
     shot(page, shots, "2-seed-run-succeeded")
@@ -362,12 +387,7 @@ def test_sensor_turns_a_dropped_file_into_a_partition_and_a_successful_run(site,
     shot(page, shots, "5-sensor-partition-listed")
 
     open_page(page, site, "/runs")
-    run_row = page.locator("tr", has_text=f"partition: {key}")
-    wait_for_text(page, site, "/runs", f"partition: {key}", timeout_s=60)
-    assert "amr_pipeline" in run_row.first.inner_text()
-    run_row.first.locator("a[href^='/runs/']").first.click()
-    page.wait_for_url(re.compile(r"/runs/[0-9a-f-]{36}"))
-    run_id = page.url.rstrip("/").split("/runs/")[1].split("?")[0]
+    run_id = open_run_from_list(page, site, f"partition: {key}")
     wait_for_run(page, site, run_id, timeout_s=1500)
     assert page.get_by_text(f"partition: {key}").first.is_visible()
     assert page.get_by_text("amr_pipeline").first.is_visible()
@@ -380,6 +400,9 @@ def test_sensor_turns_a_dropped_file_into_a_partition_and_a_successful_run(site,
     row = page.locator("tr", has=page.get_by_text("figures", exact=True)).first
     row.wait_for()
     images = row.locator("img[src^='data:image/svg+xml']")
+    if not images.count():  # long Markdown entries open in a dialog
+        row.get_by_text(re.compile("Show")).first.click()
+        images = page.locator("[role=dialog] img[src^='data:image/svg+xml']")
     images.first.wait_for()
     widths = images.evaluate_all("els => els.map(e => e.naturalWidth)")
     assert len(widths) == 2 and all(w > 0 for w in widths), widths
@@ -392,10 +415,10 @@ def test_backfill_over_two_partitions_from_the_ui(site, page, shots):
     open_page(page, site, "/locations/amr_dagster/asset-groups/seeds")
     page.get_by_role("button", name="Materialize all…").click()
     launch_from_dialog(page, keys)
-    page.get_by_text(re.compile(r"Created backfill [a-z0-9]+")).first.wait_for()
-    page.get_by_role("button", name="View").first.click()
-    page.wait_for_url(re.compile(r"/runs/b/[a-z0-9]+"))
-    path = page.url.split(site.url, 1)[1]
+    toast = page.get_by_text(re.compile(r"Created backfill [a-z0-9]+")).first
+    toast.wait_for()
+    path = "/runs/b/" + re.search(r"Created backfill ([a-z0-9]+)", toast.inner_text()).group(1)
+    open_page(page, site, path)
     deadline = time.monotonic() + 900
     while (status := backfill_status(page)) != "Completed":
         assert status in ("Requested", "In progress", None), f"backfill {status}\n{site.log.read_text()[-4000:]}"
