@@ -63,21 +63,16 @@ FAST_ENV = {
 
 SEEDS = {
     "alpha": '''
-        def scale_values(values: list[float], factor: float) -> list[float]:
-            """Multiply every value by factor and return the new list, keeping the order of the input values."""
-            result = []
-            for value in values:
-                result.append(value * factor)
-            return result
+        def mean_of(values: list[float]) -> float:
+            """Return the arithmetic mean of values, or 0.0 when the list of values is empty."""
+            if not values:
+                return 0.0
+            return sum(values) / len(values)
 
 
-        def count_vowels(text: str) -> int:
-            """Count how many characters of text are vowels (a, e, i, o, u), ignoring case entirely."""
-            total = 0
-            for ch in text.lower():
-                if ch in "aeiou":
-                    total += 1
-            return total
+        def initials(full_name: str) -> str:
+            """Return the upper-case first letter of every word of full_name, joined without spaces."""
+            return "".join(part[0].upper() for part in full_name.split())
     ''',
     "gamma": '''
         def word_lengths(sentence: str) -> list[int]:
@@ -95,13 +90,9 @@ SEEDS = {
             return out
     ''',
     "dropped": '''
-        def clamp_number(value: int, low: int, high: int) -> int:
-            """Return value limited to the closed interval from low to high, so callers never see values outside it."""
-            if value < low:
-                return low
-            if value > high:
-                return high
-            return value
+        def count_words(text: str) -> int:
+            """Return how many whitespace-separated words the string text contains, zero when it is blank."""
+            return len(text.split())
     ''',
 }
 
@@ -280,14 +271,32 @@ def wait_for_run(page, site: Site, run_id: str, timeout_s: float) -> None:
     assert page.get_by_text("Success", exact=True).first.is_visible()
 
 
+# The runs list is built of divs: from each run's link, climb to the largest ancestor that holds
+# no other run's link (its row) and keep the link if that row shows the text.
+RUN_LINKS_SHOWING = """(text) => {
+  const isRun = (h) => /^\\/runs\\/[0-9a-f-]{36}$/.test(h || "");
+  const found = [];
+  for (const a of document.querySelectorAll("a[href^='/runs/']")) {
+    const href = a.getAttribute("href");
+    if (!isRun(href)) continue;
+    let row = a;
+    while (row.parentElement) {
+      const runs = new Set(Array.from(row.parentElement.querySelectorAll("a[href^='/runs/']")).map((x) => x.getAttribute("href")).filter(isRun));
+      if (runs.size > 1) break;
+      row = row.parentElement;
+    }
+    if (row.innerText.includes(text) && !found.includes(href)) found.push(href);
+  }
+  return found;
+}"""
+
+
 def open_run_from_list(page, site: Site, text: str) -> str:
     """On the Runs page, open the run whose row shows ``text`` (a short run id, a partition);
     returns the full run id from the run page's address."""
     wait_for_text(page, site, "/runs", text, timeout_s=120)
-    row = page.locator("tr", has_text=text).first
-    hrefs = row.locator("a").evaluate_all("els => els.map(e => e.getAttribute('href') || '')")
-    runs = [h for h in hrefs if re.fullmatch(r"/runs/[0-9a-f-]{36}", h)]
-    assert runs, f"no run link in the row showing {text!r}: {hrefs}"
+    runs = page.evaluate(RUN_LINKS_SHOWING, text)
+    assert runs, f"no run link in a row showing {text!r}"
     open_page(page, site, runs[0])
     return runs[0].rsplit("/", 1)[1]
 
@@ -360,6 +369,8 @@ def test_materialize_seed_stages_from_the_ui(site, page, shots):
     assert frame.height == 2 and frame.filter(pl.col("judge_verdict").is_not_null()).height == 2  # both seeds judged
     open_page(page, site, f"/assets/filtered_seeds?partition={key}")
     page.get_by_text("Metadata").first.wait_for()
+    # The page shows the latest materialization: this partition's, the only one so far.
+    assert page.get_by_text(key, exact=True).first.is_visible()
     for name, value in (("accepted", accepted), ("rejected", frame.height - accepted), ("input_rows", 2)):
         row = page.locator("tr", has=page.get_by_text(name, exact=True)).first
         row.wait_for()
