@@ -379,6 +379,7 @@ def test_materialize_seed_stages_from_the_ui(site, page, shots):
     shot(page, shots, "3-filtered-seeds-row-counts")
 
 
+@pytest.mark.timeout(2400)  # the whole job on the embedded model: ~5 min on quiet cores, far more on busy ones
 def test_sensor_turns_a_dropped_file_into_a_partition_and_a_successful_run(site, page, shots):
     path = "/locations/amr_dagster/sensors/seed_file_sensor"
     open_page(page, site, path)
