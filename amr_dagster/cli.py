@@ -91,9 +91,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     dagster_home = _dagster_home()
     import dagster as dg
 
+    from amr_dagster import progress
+    from amr_dagster.cli_live import TerminalProgress, stage_hooks
     from amr_dagster.data_root import DataLayout
     from amr_dagster.definitions import defs
-    from amr_dagster.outcomes import family_counts, summarize
     from amr_dagster.seeds.stdlib_batch import write_stdlib_batch
     from assets import GLOBAL_ASSETS, PARTITIONED_ASSETS
     from assets.partitions import seed_batches
@@ -117,28 +118,29 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"unknown asset(s) {unknown}; choose from {order}", file=sys.stderr)
         return 2
     print(f"partition {batch.key}: materializing {', '.join(selected)} (DAGSTER_HOME={dagster_home})")
-    started = time.perf_counter()
-    job = defs.resolve_job_def(PIPELINE_JOB)
-    result = job.execute_in_process(
-        partition_key=batch.key,
-        instance=instance,
-        asset_selection=[dg.AssetKey.from_user_string(s) for s in selected],
-        run_config=run_config(args, selected, set(defs.resources)),
-        raise_on_error=False,
-    )
-    wall = time.perf_counter() - started
-
     store = data.frames()
+    # Each stage's line is printed the moment the stage finishes; long stages draw a progress bar.
+    terminal, printed = TerminalProgress(), set()
+
+    def stage_done(name: str, ok: bool) -> None:
+        printed.add(name)
+        terminal.line(_stage_line(store, name, batch.key, global_names) if ok else f"{name:<22}{'FAILED':>28}")
+
     print(f"\n{'stage':<22}{'rows':>8}{'accepted':>10}{'rejected':>10}  top rejection reasons")
+    started = time.perf_counter()
+    job = defs.resolve_job_def(PIPELINE_JOB).with_hooks(stage_hooks(stage_done))
+    with progress.sink(terminal):
+        result = job.execute_in_process(
+            partition_key=batch.key,
+            instance=instance,
+            asset_selection=[dg.AssetKey.from_user_string(s) for s in selected],
+            run_config=run_config(args, selected, set(defs.resources)),
+            raise_on_error=False,
+        )
+    wall = time.perf_counter() - started
     for name in selected:
-        if name in global_names:
-            continue
-        if not store.exists(name, batch.key):
-            print(f"{name:<22}{'(not materialized)':>28}")
-            continue
-        counts = summarize(store.read(name, batch.key))
-        reasons = ", ".join(f"{r} {n}" for r, n in list(family_counts(counts["rejected_by_reason"]).items())[:4])
-        print(f"{name:<22}{counts['rows']:>8}{counts['accepted']:>10}{counts['rejected']:>10}  {reasons}")
+        if name not in printed:
+            print(_stage_line(store, name, batch.key, global_names))
     _print_pass_rate(store, batch.key, selected)
     if "instruction_dataset" in selected:
         _print_dataset(result)
@@ -148,6 +150,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"\nrun {result.run_id} {'succeeded' if result.success else 'FAILED'} in {wall:.1f}s; outputs under {data.root}")
     print(f"open the UI: DAGSTER_HOME={dagster_home} .venv/bin/dagster dev -w workspace.yaml")
     return 0 if result.success else 1
+
+
+def _stage_line(store, name: str, key: str, global_names: set[str]) -> str:
+    """One row of the run's table: rows, accepted, rejected and the top rejection reasons."""
+    from amr_dagster.outcomes import family_counts, summarize
+
+    if name in global_names:
+        return f"{name:<22}{'(global) done':>28}"
+    if not store.exists(name, key):
+        return f"{name:<22}{'(not materialized)':>28}"
+    counts = summarize(store.read(name, key))
+    reasons = ", ".join(f"{r} {n}" for r, n in list(family_counts(counts["rejected_by_reason"]).items())[:4])
+    return f"{name:<22}{counts['rows']:>8}{counts['accepted']:>10}{counts['rejected']:>10}  {reasons}"
 
 
 def _print_pass_rate(store, key: str, selected: list[str]) -> None:
@@ -167,6 +182,37 @@ def _print_dataset(result) -> None:
     for mat in result.asset_materializations_for_node("instruction_dataset"):
         meta = {k: v.value for k, v in mat.metadata.items()}
         print(f"instruction dataset: {meta.get('exported_pairs')} pairs (from {meta.get('verified_pairs_in')} verified) -> {meta.get('jsonl')}")
+
+
+def _partitioned_stages() -> list[str]:
+    from assets import PARTITIONED_ASSETS
+
+    return [key.to_user_string() for a in PARTITIONED_ASSETS for key in a.keys]
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from amr_dagster.status import status_report
+
+    print(status_report(data_root_of(args), _partitioned_stages(), batch=args.batch))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from amr_dagster.show import show, show_report
+
+    stages = _partitioned_stages()
+    if args.stage not in stages:
+        print(f"unknown stage {args.stage!r}; choose from {', '.join(stages)}", file=sys.stderr)
+        return 2
+    columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
+    try:
+        selection = show(data_root_of(args), args.stage, batch=args.batch, rejected=args.rejected,
+                         accepted_only=args.accepted, limit=args.limit, columns=columns)
+    except LookupError as exc:
+        print(exc.args[0], file=sys.stderr)
+        return 1
+    print(show_report(selection, args.rejected, max_cell=args.width))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -190,6 +236,23 @@ def build_parser() -> argparse.ArgumentParser:
                      "evolution.use_retrieval=false, deduped_seeds.threshold=0.8 (repeatable; values in YAML)")
     run.add_argument("-v", "--verbose", action="store_true", help="show Dagster's step logs")
     run.set_defaults(func=cmd_run)
+
+    status = sub.add_parser("status", help="seed batches with each stage's yield, and the dataset's size")
+    status.add_argument("--data-dir", help="data root (default $AMR_DATA_DIR or ./.amr/data)")
+    status.add_argument("--batch", help="only this batch (a key or its unique prefix)")
+    status.set_defaults(func=cmd_status)
+
+    show = sub.add_parser("show", help="a stage's rows as a table: what it kept, what it rejected and why")
+    show.add_argument("stage", help="a partitioned stage, e.g. filtered_seeds, responses, executed_responses")
+    show.add_argument("--batch", help="batch key or unique prefix (default: the newest batch with this stage)")
+    picked = show.add_mutually_exclusive_group()
+    picked.add_argument("--rejected", nargs="?", const="", metavar="REASON", help="only rejected rows (whose reason starts with REASON, if given)")
+    picked.add_argument("--accepted", action="store_true", help="only accepted rows")
+    show.add_argument("--limit", type=int, default=20, help="rows to print (0 = all; default 20)")
+    show.add_argument("--columns", help="comma-separated columns to print instead of the stage's default ones")
+    show.add_argument("--width", type=int, default=60, help="maximum characters per cell (default 60)")
+    show.add_argument("--data-dir", help="data root (default $AMR_DATA_DIR or ./.amr/data)")
+    show.set_defaults(func=cmd_show)
 
     from amr_dagster.sandbox.verify import add_verify_arguments, run_verify
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets import EXTERNAL_ASSETS, GLOBAL_ASSETS, PARTITIONED_ASSETS
+from assets import EXTERNAL_ASSETS, GLOBAL_ASSETS, PARTITIONED_ASSETS, progress_log
 from resources import default_resources
 from sensors.backfill_schedule import backfill_schedule
 from sensors.seed_sensor import PIPELINE_JOB, seed_file_sensor
+
+progress_log.install()  # long stages report rows done / total, rate and ETA in the run's logs
 
 amr_pipeline = dg.define_asset_job(
     PIPELINE_JOB,

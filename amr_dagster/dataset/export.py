@@ -132,8 +132,10 @@ def dataset_card(
     stage_counts: dict[str, dict[str, Any]],
     settings: dict[str, Any],
     evolution: dict[str, Any] | None = None,
+    figures: str | None = None,
 ) -> str:
-    """A Markdown card: what the dataset holds and how it was made."""
+    """A Markdown card: what the dataset holds and how it was made (``figures``: the Markdown of
+    ``dataset.figures.card_section``, placed after the counts)."""
     lines = [
         "# amr-dagster instruction dataset",
         "",
@@ -148,6 +150,8 @@ def dataset_card(
     for stage, counts in stage_counts.items():
         top = ", ".join(f"{r} ({n})" for r, n in list(counts.get("rejected_by_reason_family", {}).items())[:4])
         lines.append(f"| {stage} | {counts['rows']} | {counts['accepted']} | {counts['rejected']} | {top} |")
+    if figures:
+        lines += ["", figures.rstrip("\n")]
     lines += ["", "## Export filters", ""]
     for reason, n in stats["rejected_by_reason"].items():
         lines.append(f"- {reason}: {n}")

@@ -16,6 +16,7 @@ import polars as pl
 from amr_dagster.accounting import Markdown, StageResult, column_values
 from amr_dagster.data_root import DataLayout
 from amr_dagster.dataset.export import ExportConfig, attach_lineage, build_dataset, dataset_card, write_dataset
+from amr_dagster.dataset.figures import card_section, inline_markdown, write_figures
 from amr_dagster.dataset.selection import select_verified
 from amr_dagster.evol.report import batch_report, combine_reports
 from amr_dagster.generation.config import GenerationConfig
@@ -87,12 +88,14 @@ class VerifiedPairsPass:
         self.store = data.frames()
         self.count = StageCount()
         self.evol_reports: list[dict] = []
+        self.evol_by_batch: dict[str, dict] = {}  # the same reports by batch key, for the card's figures
 
     def __iter__(self) -> Iterator[tuple[str, pl.DataFrame]]:
         for key, pairs in self.store.iter_partitions("verified_pairs"):
             self.count.add(pairs)
             if self.store.exists("evolved_responses", key) and self.store.exists("executed_responses", key):
                 self.evol_reports.append(batch_report(self.store.read("executed_responses", key), self.store.read("evolved_responses", key), pairs))
+                self.evol_by_batch[key] = self.evol_reports[-1]
             yield key, pairs
 
 
@@ -113,7 +116,8 @@ def export_dataset(
     counts = stage_counts(data, PARTITIONED_STAGES, known={"verified_pairs": verified.count.result()})
     settings = {**run_settings, "generation": asdict(generation), "export": asdict(config)}
     evolution = combine_reports(verified.evol_reports) if verified.evol_reports else None  # None: AMR-Evol did not run
-    card = dataset_card(stats, counts, settings, evolution)
+    figures = write_figures(folder, counts, verified.evol_by_batch)
+    card = dataset_card(stats, counts, settings, evolution, figures=card_section(figures))
     (folder / "DATASET_CARD.md").write_text(card)
     (folder / "card.json").write_text(json.dumps({"stats": stats, "stages": counts, "settings": settings, "evolution": evolution}, indent=2, default=str))
     rejected = sum(stats["rejected_by_reason"].values())
@@ -125,6 +129,9 @@ def export_dataset(
             "exported_pairs": stats["exported"], "verified_pairs_in": stats["pairs_in"], "rejected": rejected,
             "partitions": len(stats["partitions"]),
         },
-        notes={"jsonl": paths["jsonl"], "parquet": paths["parquet"], "card": Markdown(card), "rejected_by_reason": stats["rejected_by_reason"]},
+        notes={
+            "jsonl": paths["jsonl"], "parquet": paths["parquet"], "card": Markdown(card), "rejected_by_reason": stats["rejected_by_reason"],
+            "figures": Markdown(inline_markdown(figures)), "funnel_svg": figures["funnel"], "pass_rates_svg": figures["pass_rates"],
+        },
         checks={"pairs_accounted": (accounted, {"exported": stats["exported"], "rejected": rejected, "pairs_in": stats["pairs_in"]})},
     )

@@ -18,6 +18,7 @@ import polars as pl
 from amr_dagster.evol.config import EvolConfig, evol_prompts, prompt_version
 from amr_dagster.evol.direct import choose_direct
 from amr_dagster.evol.stubs import parse_modules
+from amr_dagster.generation.calls import generate_tracked
 from amr_dagster.ids import row_id, seed_for
 from amr_dagster.llm.base import Completion, LLMEngine, LLMRequest, SamplingParams
 from amr_dagster.outcomes import REASON, STATUS, summarize, with_status
@@ -92,7 +93,7 @@ def decomposed_modules(
     direct = choose_direct(executed, config.global_seed)
     todo = [d for d in direct.iter_rows(named=True) if d[STATUS] == "accepted"]
     requests = [decomposition_request(d["instruction"] or "", d["code"], config, tag=d["direct_id"]) for d in todo]
-    completions: Sequence[list[Completion]] = engine.generate(requests) if requests else []
+    completions: Sequence[list[Completion]] = generate_tracked(engine, requests, "decomposed_modules")
     model_id = getattr(engine, "model_id", None)
 
     rows: list[dict[str, Any]] = []

@@ -22,10 +22,15 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from amr_dagster import progress
+
 MINILM_NAME = "all-MiniLM-L6-v2"
 
 # Files of a sentence-transformers model directory that do not change its output.
 _IRRELEVANT_FILES = {"README.md", ".gitattributes"}
+
+#: Texts encoded per call: progress is reported between calls (the encoder batches inside).
+EMBED_CHUNK = 512
 
 _MODELS: dict[tuple[str, str], Any] = {}
 _MODELS_LOCK = threading.Lock()
@@ -134,13 +139,13 @@ class SentenceEmbedder:
         if self.max_seq_length is not None:
             model.max_seq_length = self.max_seq_length
         try:
-            vectors = model.encode(
-                texts,
-                batch_size=batch_size,
-                convert_to_numpy=True,
-                normalize_embeddings=True,
-                show_progress_bar=False,
-            )
+            parts = []
+            with progress.task("embeddings", total=len(texts), unit="texts") as task:
+                for start in range(0, len(texts), EMBED_CHUNK):
+                    chunk = texts[start : start + EMBED_CHUNK]
+                    parts.append(model.encode(chunk, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False))
+                    task.advance(len(chunk))
+            vectors = np.concatenate(parts, axis=0)
         finally:
             model.max_seq_length = default_cap
         return l2_normalise(vectors)

@@ -34,6 +34,7 @@ import polars as pl
 from amr_dagster.schemas import EVOLVED_COLUMNS
 from amr_dagster.evol.config import EvolConfig, evol_prompts, prompt_version
 from amr_dagster.evol.direct import choose_direct
+from amr_dagster.generation.calls import generate_tracked
 from amr_dagster.generation.parsing import CopyDetector, normalize_code, parse_response
 from amr_dagster.ids import row_id, seed_for
 from amr_dagster.llm.base import Completion, LLMEngine, LLMRequest, SamplingParams
@@ -244,7 +245,7 @@ def evolve_responses(
         )
         for d, ms, lib in todo
     ]
-    completions: Sequence[list[Completion]] = engine.generate(requests) if requests else []
+    completions: Sequence[list[Completion]] = generate_tracked(engine, requests, "evolved_responses")
 
     rows: list[dict[str, Any]] = []
     reasons: list[str | None] = []

@@ -130,7 +130,7 @@ def run_evolution(
             hits = library.retrieve_for_queries(queries, 2 * config.top_k + 2, snapshot=snapshot)
             retrieved = without_own_code(hits, queries, library.entries(snapshot), executed, config.top_k)
     evolved, stats = evolve_responses(direct, modules, retrieved, engine, config, library_snapshot=snapshot if config.use_retrieval else None)
-    executed_evolved, run_stats = execute_responses(evolved, sandbox, limits)
+    executed_evolved, run_stats = execute_responses(evolved, sandbox, limits, label="evolved_responses: sandbox")
     untouched = evolved.filter(pl.col(STATUS) != ACCEPTED).with_columns([pl.lit(None, dtype=t).alias(c) for c, t in VERDICT_COLUMNS.items()])
     frame = pl.concat([executed_evolved.select(untouched.columns), untouched], how="vertical") if executed_evolved.height else untouched
     stats.update({"sandbox": run_stats, "library_snapshot": snapshot, "instructions_with_direct": direct.filter(pl.col(STATUS) == ACCEPTED).height})

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any, Sequence
 
+from amr_dagster import progress
 from amr_dagster.generation.prompting import order_for_prefix_reuse
 from amr_dagster.llm.base import Completion, LLMEngine, LLMRequest
 
@@ -31,15 +32,26 @@ def generate_grouped(
     requests: Sequence[LLMRequest],
     group_keys: Sequence[str],
     chunk_size: int,
+    label: str = "llm",
 ) -> list[list[Completion]]:
     """Send requests sorted by shot-set key (rows sharing a few-shot prefix adjacent, so chunks
-    hold few distinct prefixes), return the answers in the original order."""
+    hold few distinct prefixes), return the answers in the original order. Progress is reported
+    as task ``label`` counting samples (the cached engine advances it per finished sample)."""
     order = order_for_prefix_reuse(group_keys, [r.tag for r in requests])
-    answers = generate_in_chunks(engine, [requests[i] for i in order], chunk_size)
+    with progress.task(label, total=sum(r.params.n for r in requests), unit="samples"):
+        answers = generate_in_chunks(engine, [requests[i] for i in order], chunk_size)
     out: list[list[Completion]] = [[] for _ in requests]
     for position, index in enumerate(order):
         out[index] = answers[position]
     return out
+
+
+def generate_tracked(engine: LLMEngine, requests: Sequence[LLMRequest], label: str) -> list[list[Completion]]:
+    """``engine.generate(requests)`` in one batch, reported as progress task ``label`` (samples)."""
+    if not requests:
+        return []
+    with progress.task(label, total=sum(r.params.n for r in requests), unit="samples"):
+        return engine.generate(requests)
 
 
 def usage_of(completions: Sequence[Completion], wall_s: float, model_id: str) -> dict[str, Any]:

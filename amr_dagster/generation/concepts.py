@@ -90,7 +90,7 @@ def seed_concepts(
             requests.append(LLMRequest(prompt=prompt, params=params, tag=seed["id"]))
             keys.append(key)
             shot_lists.append(shots)
-        answers = generate_grouped(engine, requests, keys, config.chunk_size)
+        answers = generate_grouped(engine, requests, keys, config.chunk_size, label="seed_concepts")
     rows = []
     for seed, shots, answer in zip(seeds, shot_lists, answers):
         completion = answer[0]

@@ -15,6 +15,7 @@ from typing import Any
 
 import polars as pl
 
+from amr_dagster import progress
 from amr_dagster.schemas import VERDICT_COLUMNS
 from amr_dagster.outcomes import accepted, with_status
 from amr_dagster.sandbox.base import Limits, Sandbox, Status
@@ -30,8 +31,16 @@ def _reason(verdict: dict[str, Any]) -> str | None:
     return f"{status}: {detail}" if detail else str(status)
 
 
-def execute_responses(frame: pl.DataFrame, sandbox: Sandbox, limits: Limits) -> tuple[pl.DataFrame, dict[str, Any]]:
-    """Run every accepted (parsed) sample of ``frame`` (columns ``code``, ``tests``)."""
+#: Samples handed to the sandbox at once: progress is reported between chunks, and a chunk is
+#: large enough to keep a pool of workers busy.
+EXECUTION_CHUNK = 32
+
+
+def execute_responses(
+    frame: pl.DataFrame, sandbox: Sandbox, limits: Limits, label: str = "executed_responses"
+) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Run every accepted (parsed) sample of ``frame`` (columns ``code``, ``tests``); progress
+    is reported as task ``label`` counting samples."""
     from amr_dagster.sandbox.verify import verify_rows
 
     started = time.perf_counter()
@@ -39,7 +48,13 @@ def execute_responses(frame: pl.DataFrame, sandbox: Sandbox, limits: Limits) -> 
     if todo.is_empty():
         empty = todo.with_columns([pl.lit(None, dtype=t).alias(c) for c, t in VERDICT_COLUMNS.items()])
         return empty, {"executed": 0, "wall_s": 0.0}
-    verdicts = verify_rows(todo.select("id", "code", "tests").to_dicts(), sandbox, limits)
+    rows = todo.select("id", "code", "tests").to_dicts()
+    verdicts: list[dict[str, Any]] = []
+    with progress.task(label, total=len(rows), unit="samples") as task:
+        for start in range(0, len(rows), EXECUTION_CHUNK):
+            chunk = rows[start : start + EXECUTION_CHUNK]
+            verdicts.extend(verify_rows(chunk, sandbox, limits))
+            task.advance(len(chunk))
     by_column = {
         "sandbox_status": [v.get("status") for v in verdicts],
         "tests_run": [int(v.get("tests_run") or 0) for v in verdicts],

@@ -71,7 +71,7 @@ def instructions(
             requests.append(LLMRequest(prompt=prompt, params=params, tag=parent["id"]))
             keys.append(key)
             drawn.append((category, difficulty, shots))
-        answers = generate_grouped(engine, requests, keys, config.chunk_size)
+        answers = generate_grouped(engine, requests, keys, config.chunk_size, label="instructions")
     rows = []
     for parent, (category, difficulty, shots), answer in zip(parents, drawn, answers):
         completion = answer[0]

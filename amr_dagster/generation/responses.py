@@ -68,7 +68,7 @@ def responses(
             requests.append(LLMRequest(prompt=prompt, params=params, tag=parent["id"]))
             keys.append(key)
             shot_lists.append(shots)
-        answers = generate_grouped(engine, requests, keys, config.chunk_size)
+        answers = generate_grouped(engine, requests, keys, config.chunk_size, label="responses")
     rows = []
     for parent, shots, answer in zip(parents, shot_lists, answers):
         for completion in answer:

@@ -25,6 +25,7 @@ from amr_dagster.llm.base import (
     identity_of,
     per_sample,
 )
+from amr_dagster import progress
 from amr_dagster.llm.cache import CacheStore, cache_key
 
 
@@ -95,6 +96,7 @@ class CachedEngine:
                         missing[key] = (singles[si], [(ri, si)])
 
             order = list(missing)
+            progress.advance(hits)  # the stage's open progress task counts samples
             usage = Usage(requests=sum(r.params.n for r in requests), cache_hits=hits)
             usage.cache_misses = usage.requests - hits
             try:
@@ -108,6 +110,7 @@ class CachedEngine:
                     usage.completion_tokens += completion.completion_tokens
                     for ri, si in missing[key][1]:
                         out[ri][si] = replace(completion, sample_index=si, cached=False, identity=self.identity)
+                    progress.advance(len(missing[key][1]))
             finally:
                 usage.wall_s = clock.elapsed_so_far()
                 with self._lock:

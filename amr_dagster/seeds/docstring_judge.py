@@ -24,6 +24,7 @@ from typing import Callable, Sequence
 
 import yaml
 
+from amr_dagster.generation.calls import generate_tracked
 from amr_dagster.llm.base import LLMEngine, LLMRequest, SamplingParams
 
 PROMPT_FILE = Path(__file__).resolve().parent.parent / "prompts" / "docstring_judge.yaml"
@@ -107,7 +108,7 @@ def make_judge(
             for row in rows
         ]
         results = []
-        for samples in engine.generate(requests):
+        for samples in generate_tracked(engine, requests, "docstring_judge"):
             completion = samples[0]
             if not completion.ok:
                 results.append((UNPARSED, f"<error: {completion.error}>"))
