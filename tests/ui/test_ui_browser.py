@@ -11,7 +11,7 @@ llama.cpp with small token budgets, the local bubblewrap sandbox, tiny seed file
    button, the run succeeds, and the asset page's row counts are those of the stored frame;
 3. the seed sensor is running, a file dropped into the watched folder becomes a partition and
    a run of the whole pipeline that succeeds, and the dataset card's figures render in the UI;
-4. a backfill over two partitions launched from the UI completes.
+4. a backfill over two partitions launched from the UI completes (status "Succeeded").
 
 Each step asserts the page's state and only then saves a screenshot, into
 ``$AMR_UI_SCREENSHOTS`` (default ``test-artifacts/ui-browser`` in the repository, with
@@ -432,7 +432,7 @@ def test_backfill_over_two_partitions_from_the_ui(site, page, shots):
     path = "/runs/b/" + re.search(r"Created backfill ([a-z0-9]+)", toast.inner_text()).group(1)
     open_page(page, site, path)
     deadline = time.monotonic() + 900
-    while (status := backfill_status(page)) != "Completed":
+    while (status := backfill_status(page)) != "Succeeded":
         assert status in ("Requested", "In progress", None), f"backfill {status}\n{site.log.read_text()[-4000:]}"
         assert time.monotonic() < deadline, f"backfill still {status} after 900 s"
         time.sleep(10)
@@ -446,7 +446,7 @@ def test_backfill_over_two_partitions_from_the_ui(site, page, shots):
 
 
 def backfill_status(page) -> str | None:
-    """The backfill page's Status field ("In progress", "Completed", "Failed", ...)."""
+    """The backfill page's Status field ("Requested", "In progress", "Succeeded", "Failed", ...)."""
     try:
         page.get_by_text("Partition selection").first.wait_for(timeout=20_000)
     except Exception:
