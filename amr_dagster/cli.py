@@ -29,7 +29,7 @@ def _prepare_environment(args: argparse.Namespace) -> None:
     """Environment the definitions read at load time; must be set before importing them."""
     home = _default_home()
     if args.data_dir:
-        os.environ["AMR_DATA_DIR"] = str(Path(args.data_dir).resolve())
+        os.environ["AMR_DATA_DIR"] = args.data_dir if args.data_dir.startswith("s3://") else str(Path(args.data_dir).resolve())
     os.environ.setdefault("AMR_DATA_DIR", str((home / "data").resolve()))
     if "DAGSTER_HOME" not in os.environ:
         dagster_home = (home / "dagster").resolve()
@@ -66,7 +66,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from amr_dagster.seeds.batches import BatchRegistry
     from amr_dagster.definitions import defs
     from amr_dagster.outcomes import family_counts, summarize
-    from amr_dagster.settings import data_dir
+    from amr_dagster.settings import data_root
     from amr_dagster.seeds.stdlib_batch import write_stdlib_batch
     from amr_dagster.storage import FrameStore
     from assets import GLOBAL_ASSETS, PARTITIONED_ASSETS
@@ -74,11 +74,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from sensors.seed_sensor import PIPELINE_JOB
 
     if args.seeds:
-        location = Path(args.seeds)
+        location = args.seeds  # a local path or s3://bucket/key (fetched to the local cache)
     else:
         location = write_stdlib_batch(_default_home() / "builtin_seeds", args.stdlib_files)
         print(f"seed batch: {args.stdlib_files or 'all'} files of this interpreter's standard library -> {location}")
-    batch = BatchRegistry(data_dir()).register(location)
+    batch = BatchRegistry().register(location)
     instance = dg.DagsterInstance.get()
     instance.add_dynamic_partitions(seed_batches.name, [batch.key])
 
@@ -101,7 +101,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     wall = time.perf_counter() - started
 
-    store = FrameStore(data_dir())
+    store = FrameStore()
     print(f"\n{'stage':<22}{'rows':>8}{'accepted':>10}{'rejected':>10}  top rejection reasons")
     for name in selected:
         if name in global_names:
@@ -118,7 +118,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for check in result.get_asset_check_evaluations():
         if not check.passed:
             print(f"CHECK FAILED: {check.asset_key.to_user_string()} {check.check_name}: {check.metadata}")
-    print(f"\nrun {result.run_id} {'succeeded' if result.success else 'FAILED'} in {wall:.1f}s; outputs under {data_dir()}")
+    print(f"\nrun {result.run_id} {'succeeded' if result.success else 'FAILED'} in {wall:.1f}s; outputs under {data_root()}")
     print(f"open the UI: DAGSTER_HOME={os.environ['DAGSTER_HOME']} .venv/bin/dagster dev -w workspace.yaml")
     return 0 if result.success else 1
 
@@ -145,12 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="register a seed batch and materialize it through Dagster")
-    run.add_argument("--seeds", help="a seed file or folder (.py folder, .tar.gz/.zip, .jsonl/.parquet with `content`); default: a standard-library batch")
+    run.add_argument("--seeds", help="a seed file or folder (.py folder, .tar.gz/.zip, .jsonl/.parquet with `content`), local or s3://bucket/key; default: a standard-library batch")
     run.add_argument("--select", help="comma-separated assets to materialize (default: every stage)")
     run.add_argument("--stdlib-files", type=int, default=int(os.environ.get("AMR_STDLIB_FILES", "120")), help="files in the default standard-library batch (0 = all)")
     run.add_argument("--max-seeds", type=int, default=None, help="cap on deduplicated seeds entering generation (default: 24 for the standard-library batch, none for --seeds; 0 = no cap)")
     run.add_argument("--n-samples", type=int, default=None, help="responses sampled per instruction (default 4)")
-    run.add_argument("--data-dir", help="data root (default $AMR_DATA_DIR or ./.amr/data)")
+    run.add_argument("--data-dir", help="data root: a folder or s3://bucket/prefix (default $AMR_DATA_DIR or ./.amr/data)")
     run.add_argument("--no-typecheck", action="store_true", help="skip the pyright filter")
     run.add_argument("--no-judge", action="store_true", help="skip the LLM docstring judge")
     run.add_argument("--benchmark", action="append", help="extra benchmark JSONL to decontaminate against (repeatable)")

@@ -8,6 +8,7 @@ import polars as pl
 
 from amr_dagster.seeds.dedup import DedupConfig, SignatureStore, dedup_batch
 from amr_dagster.outcomes import accepted
+from amr_dagster.shared_state import MINHASH
 from amr_dagster.schemas import DEDUPED_SEED_COLUMNS
 from assets.partitions import seed_batches
 from assets.stage import accepted_ids, emit, stage_checks
@@ -35,8 +36,12 @@ class DedupSettings(dg.Config):
 def deduped_seeds(context: dg.AssetExecutionContext, config: DedupSettings, data_root: DataRoot, filtered_seeds: pl.DataFrame):
     started = time.perf_counter()
     core = DedupConfig(num_perm=config.num_perm, threshold=config.threshold, shingle_size=config.shingle_size)
-    store = SignatureStore(data_root.root() / "minhash")
-    frame, stats = dedup_batch(accepted(filtered_seeds), context.partition_key, store, core)
+    seeds = accepted(filtered_seeds)
+    # On an S3 data root this commits through the store's log and may redo the dedup after
+    # another worker's commit: the batch is then compared with that worker's batch too.
+    frame, stats = data_root.shared_state().update(
+        MINHASH, lambda folder: dedup_batch(seeds, context.partition_key, SignatureStore(folder), core)
+    )
     yield from emit(
         context,
         frame,

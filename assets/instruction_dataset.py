@@ -103,8 +103,9 @@ def instruction_dataset(
     store = data_root.frames()
     export = ExportConfig(num_perm=config.num_perm, threshold=config.threshold, shingle_size=config.shingle_size)
     verified = _VerifiedPairsPass(store)
-    dataset, stats = build_dataset(iter(verified), export, benchmarks.decontaminator(), workdir=data_root.root())
-    folder = data_root.root() / "instruction_dataset"
+    workdir = None if data_root.shared_state().shared else data_root.root()  # S3 root: scratch in /tmp
+    dataset, stats = build_dataset(iter(verified), export, benchmarks.decontaminator(), workdir=workdir)
+    folder = data_root.objects().child("instruction_dataset")
     paths = write_dataset(dataset, folder)
     stages = [key.to_user_string() for a in PARTITIONED_ASSETS for key in a.keys]
     counts = stage_counts(data_root, stages, known={"verified_pairs": verified.count.result()})
@@ -118,8 +119,8 @@ def instruction_dataset(
     }
     evolution = combine_reports(verified.evol_reports) if verified.evol_reports else None  # None: AMR-Evol did not run
     card = dataset_card(stats, counts, settings, evolution)
-    (folder / "DATASET_CARD.md").write_text(card)
-    (folder / "card.json").write_text(json.dumps({"stats": stats, "stages": counts, "settings": settings, "evolution": evolution}, indent=2, default=str))
+    folder.put("DATASET_CARD.md", card.encode())
+    folder.put("card.json", json.dumps({"stats": stats, "stages": counts, "settings": settings, "evolution": evolution}, indent=2, default=str).encode())
     return dg.MaterializeResult(
         metadata={
             "exported_pairs": stats["exported"],

@@ -23,10 +23,9 @@ from resources.evolution import ModuleLibraryResource
 def module_library(context: dg.AssetExecutionContext, data_root: DataRoot, module_library_store: ModuleLibraryResource) -> dg.MaterializeResult:
     started = time.perf_counter()
     store = data_root.frames()
-    library = module_library_store.library()
     committed: dict[str, dict] = {}
     for batch, candidates in store.iter_partitions("library_candidates"):
-        result = library.add_batch(candidates, batch=batch)
+        result = module_library_store.add_batch(candidates, batch)
         if not result.reused:
             outcomes = result.outcomes
             committed[batch] = {
@@ -35,7 +34,7 @@ def module_library(context: dg.AssetExecutionContext, data_root: DataRoot, modul
                 "candidates": outcomes.height,
                 "rejected_by_reason": dict(outcomes.filter(outcomes["status"] == "rejected").group_by("reject_reason").len().iter_rows()),
             }
-    summary = library.summary()
+    summary = module_library_store.library().summary()
     context.log.info(f"module library: {summary['entries']} entries, snapshot {summary['latest_snapshot']}")
     return dg.MaterializeResult(
         metadata={

@@ -17,14 +17,14 @@ def default_resources() -> dict[str, object]:
     from resources.llm import LLMResource
     from resources.parquet_io import ParquetFrameIOManager
     from resources.sandbox import SandboxResource
-    from resources.seed_location import LocalSeedLocation
+    from resources.seed_location import SeedLocation
 
     # Paths stay empty here and are read from the environment when a step runs, so one loaded
     # code location follows AMR_DATA_DIR / AMR_SEEDS_DIR of the process that executes it.
     return {
         "io_manager": ParquetFrameIOManager(),
         "data_root": DataRoot(),
-        "seed_location": LocalSeedLocation(),
+        "seed_location": SeedLocation(),
         "generator": LLMResource.from_env("GENERATOR"),
         "teacher": LLMResource.from_env("TEACHER"),
         "benchmarks": BenchmarkSet.from_env(),

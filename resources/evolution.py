@@ -44,15 +44,35 @@ def _embedder(model_dir: str):
 
 
 class ModuleLibraryResource(dg.ConfigurableResource):
-    """``path`` empty = ``<data root>/module_library``; ``model_dir`` empty = bundled MiniLM."""
+    """``path`` empty = ``<data root>/module_library`` (on an S3 data root: its commit log in S3,
+    read and written through this machine's copy); ``model_dir`` empty = bundled MiniLM."""
 
     path: str = ""
     model_dir: str = ""
     novelty_threshold: float = 0.95
 
-    def library(self):
-        from amr_dagster import settings
+    def _open(self, root):
         from amr_dagster.evol.module_library import ModuleLibrary
 
-        root = self.path or str(settings.data_dir() / "module_library")
         return ModuleLibrary(root, _embedder(self.model_dir), novelty_threshold=self.novelty_threshold)
+
+    def _state(self):
+        from amr_dagster.shared_state import SharedState
+        from resources.s3 import client_factory
+
+        return SharedState(client_factory=client_factory())
+
+    def library(self):
+        """The library at its latest committed snapshot (for retrieval and summaries)."""
+        from amr_dagster.shared_state import MODULE_LIBRARY
+
+        return self._open(self.path or self._state().read(MODULE_LIBRARY))
+
+    def add_batch(self, candidates, batch: str):
+        """Commit one batch's snapshot; across workers the snapshots form one order (a worker
+        that loses the race redoes the batch on top of the winner's snapshot)."""
+        from amr_dagster.shared_state import MODULE_LIBRARY
+
+        if self.path:
+            return self._open(self.path).add_batch(candidates, batch=batch)
+        return self._state().update(MODULE_LIBRARY, lambda folder: self._open(folder).add_batch(candidates, batch=batch))

@@ -68,9 +68,8 @@ def _write(folder: Path, name: str, text: str) -> Path:
 
 def _materialize(batch_location: Path, typecheck: bool = False) -> tuple[str, dg.ExecuteInProcessResult]:
     from amr_dagster.definitions import defs
-    from amr_dagster.settings import data_dir
 
-    key = BatchRegistry(data_dir()).register(batch_location).key
+    key = BatchRegistry().register(batch_location).key
     instance = dg.DagsterInstance.get()
     instance.add_dynamic_partitions("seed_batches", [key])
     job = defs.resolve_job_def("amr_pipeline")
@@ -91,7 +90,8 @@ def test_definitions_validate_like_the_ui(amr_env):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_seed_stages_materialize_and_second_batch_dedups_against_first(amr_env):
+def test_seed_stages_materialize_and_second_batch_dedups_against_first(amr_storage):
+    amr_env = amr_storage
     a = _write(amr_env["seeds"] / "a", "mod_a.py", FUNCS_A)
     key_a, result_a = _materialize(a.parent, typecheck=True)
     assert result_a.success
@@ -151,7 +151,8 @@ def test_every_planted_humaneval_solution_is_rejected_as_contaminated(amr_env):
     assert not not_caught, not_caught
 
 
-def test_cli_run_materializes_and_prints_counts(amr_env, tmp_path):
+def test_cli_run_materializes_and_prints_counts(amr_storage, tmp_path):
+    amr_env = amr_storage
     folder = _write(amr_env["seeds"] / "cli", "m.py", FUNCS_A).parent
     proc = subprocess.run(
         [str(Path(sys.executable).parent / "amr-dagster"), "run", "--seeds", str(folder),
