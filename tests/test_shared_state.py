@@ -94,18 +94,28 @@ def test_concurrent_committers_lose_no_update(shared_root, tmp_path) -> None:
 def _body(name: str, extra: str = "") -> str:
     return (
         f"def {name}(values, factor):\n"
-        f"    '''Multiply every value of the list by factor and return the new list in order.'''\n"
+        f'    """Multiply every value of the list by factor and return the new list in order."""\n'
         f"    result = []\n    for value in values:\n        result.append(value * factor){extra}\n    return result\n"
     )
 
 
-SHARED = [_body(f"shared_{i}") for i in range(4)]
+SHARED = [
+    _body("scale_values"),
+    'def count_vowels(text):\n    """Count how many characters of text are vowels, ignoring case entirely."""\n'
+    "    total = 0\n    for ch in text.lower():\n        if ch in 'aeiou':\n            total += 1\n    return total\n",
+    'def clamp_number(value, low, high):\n    """Return value limited to the closed interval from low to high inclusive."""\n'
+    "    if value < low:\n        return low\n    if value > high:\n        return high\n    return value\n",
+    'def merge_sorted(left, right):\n    """Merge two already sorted lists into one sorted list without calling sort."""\n'
+    "    out, i, j = [], 0, 0\n    while i < len(left) and j < len(right):\n        if left[i] <= right[j]:\n"
+    "            out.append(left[i])\n            i += 1\n        else:\n            out.append(right[j])\n"
+    "            j += 1\n    return out + left[i:] + right[j:]\n",
+]
 
 
 def _batch(tag: str) -> pl.DataFrame:
     own = [f"def {tag}_only_{i}(text):\n    '''Count letters {tag} {i} in text: {' '.join([tag] * (i + 3))}.'''\n    return len(text) * {i + 7}\n" for i in range(3)]
     # The other batch holds the shared functions with a comment added: near, not exact, copies.
-    shared = [s if tag == "a" else s.replace("return result", "# copy\n    return result") for s in SHARED]
+    shared = [s if tag == "a" else s + "# copied\n" for s in SHARED]
     code = own + shared
     return pl.DataFrame({"id": [f"{tag}-{i}" for i in range(len(code))], "code": code})
 
