@@ -15,8 +15,10 @@ import socket
 import subprocess
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -94,10 +96,9 @@ class S3Server:
         return name
 
 
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory) -> S3Server:
-    """SeaweedFS serving S3 on a free loopback port for the whole session."""
-    folder = tmp_path_factory.mktemp("seaweedfs")
+@contextmanager
+def seaweedfs(folder: Path) -> Iterator[S3Server]:
+    """SeaweedFS serving S3 on free loopback ports with its data in ``folder``; stopped on exit."""
     master, volume, filer, s3 = free_ports(4)  # each with its gRPC port at +10000, set explicitly
     log_path = folder / "weed.log"
     log = log_path.open("w")
@@ -133,7 +134,7 @@ def s3_server(tmp_path_factory) -> S3Server:
     finally:
         try:
             os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
+            proc.wait(timeout=10)  # its data is a temp folder: no need to wait long for a clean stop
         except (ProcessLookupError, subprocess.TimeoutExpired):
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -143,9 +144,30 @@ def s3_server(tmp_path_factory) -> S3Server:
         log.close()
 
 
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory) -> Iterator[S3Server]:
+    """SeaweedFS serving S3 on a free loopback port for the whole session."""
+    with seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server
+
+
 @pytest.fixture
 def s3_root(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh ``s3://bucket/prefix`` with the AWS environment pointing at the test server."""
     for key, value in s3_server.env().items():
         monkeypatch.setenv(key, value)
     return f"s3://{s3_server.new_bucket()}/amr"
+
+
+if __name__ == "__main__":  # a throwaway S3 for trying the S3 data root (see the README)
+    import sys
+    import tempfile
+
+    with seaweedfs(Path(tempfile.mkdtemp(prefix="seaweedfs-"))) as running:
+        print("".join(f"export {k}={v}\n" for k, v in running.env().items()), flush=True)
+        print(f"SeaweedFS S3 at {running.endpoint}; Ctrl-C (or SIGTERM) stops it", file=sys.stderr, flush=True)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        try:
+            signal.pause()
+        except KeyboardInterrupt:
+            pass
