@@ -53,6 +53,16 @@ def _blob_key(sha: str) -> str:
     return f"blobs/{sha[:2]}/{sha}"
 
 
+def _record(state: dict[str, Any], number: int, files: dict[str, str | None]) -> None:
+    """Note in ``state`` that entry ``number`` (these path -> sha changes) is applied locally."""
+    for path, sha in files.items():
+        if sha is None:
+            state["files"].pop(path, None)
+        else:
+            state["files"][path] = sha
+    state["applied"] = number
+
+
 class SharedFolder:
     """``store``: where the log and blobs live; ``local``: this worker's copy of the folder."""
 
@@ -102,11 +112,7 @@ class SharedFolder:
             entry = json.loads(self.store.get(key) or b"{}")
             for path, sha in entry["files"].items():
                 self._place(path, sha)
-                if sha is None:
-                    state["files"].pop(path, None)
-                else:
-                    state["files"][path] = sha
-            state["applied"] = number
+            _record(state, number, entry["files"])
         self._save_state(state)
         return state
 
@@ -157,12 +163,7 @@ class SharedFolder:
         body = json.dumps({"files": changes, "committed_at": time.time()}, sort_keys=True).encode()
         if not self.store.create(_entry_key(number), body):
             raise CommitConflict(f"{self.store.uri(_entry_key(number))} was committed by another worker")
-        for path, sha in changes.items():
-            if sha is None:
-                state["files"].pop(path, None)
-            else:
-                state["files"][path] = sha
-        state["applied"] = number
+        _record(state, number, changes)
         self._save_state(state)
 
     def update(self, work: Callable[[Path], T], attempts: int = 20) -> T:

@@ -49,7 +49,7 @@ class LLMResource(dg.ConfigurableResource):
     gpu_memory_utilization: float = 0.9
     max_model_len: int = 0
     enable_prefix_caching: bool = True
-    cache_path: str = ""  # "" = <data root>/llm_cache.sqlite
+    cache_path: str = ""  # "" = <data root>/llm_cache.sqlite (S3 root: <data root>/llm_cache/); a file or s3:// prefix
 
     @classmethod
     def from_env(cls, role: str) -> "LLMResource":

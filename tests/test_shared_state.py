@@ -72,15 +72,23 @@ def _committer(root: str, cache: str, worker: int, barrier, rounds: int, out) ->
     out.put(worker)
 
 
-def test_concurrent_committers_lose_no_update(shared_root, tmp_path) -> None:
+def _race(target, root: str, tmp_path: Path, tags: list, *args, timeout: float = 400) -> list:
+    """Run ``target(root, private cache, tag, barrier, *args, queue)`` in one spawned process
+    per tag, released together by a barrier; returns what each put on the queue."""
     ctx = mp.get_context("spawn")
-    barrier, out = ctx.Barrier(3), ctx.Queue()
-    procs = [ctx.Process(target=_committer, args=(shared_root, str(tmp_path / f"w{w}"), w, barrier, 6, out)) for w in range(3)]
+    barrier, out = ctx.Barrier(len(tags)), ctx.Queue()
+    procs = [ctx.Process(target=target, args=(root, str(tmp_path / f"w{tag}"), tag, barrier, *args, out)) for tag in tags]
     for p in procs:
         p.start()
+    results = [out.get(timeout=timeout) for _ in procs]
     for p in procs:
-        p.join(240)
+        p.join(60)
         assert p.exitcode == 0
+    return results
+
+
+def test_concurrent_committers_lose_no_update(shared_root, tmp_path) -> None:
+    _race(_committer, shared_root, tmp_path, [0, 1, 2], 6)
     lines = (SharedFolder(open_store(shared_root).child("counter"), tmp_path / "reader").checkout() / "lines.txt").read_text().splitlines()
     assert sorted(lines) == sorted(f"w{w}-{i}" for w in range(3) for i in range(6))
     for w in range(3):  # each worker's lines in its own order
@@ -132,18 +140,10 @@ def _dedup_worker(root: str, cache: str, tag: str, barrier, out) -> None:
 
 
 def test_two_workers_dedup_overlapping_batches_at_once(shared_root, tmp_path) -> None:
-    ctx = mp.get_context("spawn")
-    barrier, out = ctx.Barrier(2), ctx.Queue()
-    procs = [ctx.Process(target=_dedup_worker, args=(shared_root, str(tmp_path / tag), tag, barrier, out)) for tag in "ab"]
-    for p in procs:
-        p.start()
-    results = {}
-    for _ in procs:
-        tag, rows, position = out.get(timeout=240)
-        results[tag] = ({r[0]: (r[1], r[2]) for r in rows}, position)
-    for p in procs:
-        p.join(60)
-        assert p.exitcode == 0
+    results = {
+        tag: ({r[0]: (r[1], r[2]) for r in rows}, position)
+        for tag, rows, position in _race(_dedup_worker, shared_root, tmp_path, ["a", "b"])
+    }
     first = min(results, key=lambda t: results[t][1])
     second = "b" if first == "a" else "a"
     assert sorted(results[t][1] for t in "ab") == [0, 1]
@@ -186,18 +186,10 @@ def _library_worker(root: str, cache: str, tag: str, barrier, out) -> None:
 
 
 def test_two_workers_grow_the_module_library_in_one_order(s3_root, tmp_path) -> None:
-    ctx = mp.get_context("spawn")
-    barrier, out = ctx.Barrier(2), ctx.Queue()
-    procs = [ctx.Process(target=_library_worker, args=(s3_root, str(tmp_path / tag), tag, barrier, out)) for tag in "ab"]
-    for p in procs:
-        p.start()
-    results = {}
-    for _ in procs:
-        tag, seq, rows = out.get(timeout=400)
-        results[tag] = (seq, {name: (status, reason) for name, status, reason in rows})
-    for p in procs:
-        p.join(60)
-        assert p.exitcode == 0
+    results = {
+        tag: (seq, {name: (status, reason) for name, status, reason in rows})
+        for tag, seq, rows in _race(_library_worker, s3_root, tmp_path, ["a", "b"])
+    }
     assert sorted(seq for seq, _ in results.values()) == [1, 2]
     first = min(results, key=lambda t: results[t][0])
     second = "b" if first == "a" else "a"
