@@ -139,3 +139,23 @@ def test_sensor_watches_an_s3_prefix(amr_storage, s3_root, monkeypatch) -> None:
     (request_2,) = changed.run_requests
     assert request_2.partition_key.startswith("one-") and request_2.partition_key != request.partition_key
     assert BatchRegistry().get(request_2.partition_key).location == f"{seeds_url}/one.py"
+
+
+def test_llm_cache_in_s3_is_shared_between_machines(s3_root, tmp_path) -> None:
+    """What one machine finished, another (its own empty SQLite) reads from S3 and keeps."""
+    from amr_dagster.llm.base import Completion
+    from amr_dagster.llm.cache import SQLiteCache
+    from amr_dagster.llm.shared_cache import ObjectStoreCache
+
+    store = open_store(f"{s3_root}/llm_cache")
+    first = ObjectStoreCache(store, SQLiteCache(tmp_path / "one.sqlite"))
+    done = Completion(text="def f(): pass", finish_reason="stop", prompt_tokens=7, completion_tokens=5, sample_index=0)
+    first.put("k1", "model-x", done)
+    assert first.count() == 1
+
+    local = SQLiteCache(tmp_path / "two.sqlite")
+    second = ObjectStoreCache(store, local)
+    found = second.get_many(["k1", "k2"])
+    assert set(found) == {"k1"} and found["k1"].text == done.text and found["k1"].cached
+    assert (found["k1"].prompt_tokens, found["k1"].completion_tokens) == (7, 5)
+    assert local.count() == 1  # kept locally: the next lookup needs no request
