@@ -91,8 +91,7 @@ def test_definitions_validate_like_the_ui(amr_env):
 
 
 def test_seed_stages_materialize_and_second_batch_dedups_against_first(amr_storage):
-    amr_env = amr_storage
-    a = _write(amr_env["seeds"] / "a", "mod_a.py", FUNCS_A)
+    a = _write(amr_storage["seeds"] / "a", "mod_a.py", FUNCS_A)
     key_a, result_a = _materialize(a.parent, typecheck=True)
     assert result_a.success
     assert all(c.passed for c in result_a.get_asset_check_evaluations()), [
@@ -109,7 +108,7 @@ def test_seed_stages_materialize_and_second_batch_dedups_against_first(amr_stora
     assert deduped_a.filter(pl.col("status") == "accepted").height == 2
     kept_scale_id = deduped_a.filter(pl.col("name") == "scale_values")["id"][0]
 
-    b = _write(amr_env["seeds"] / "b", "mod_b.py", FUNCS_B)
+    b = _write(amr_storage["seeds"] / "b", "mod_b.py", FUNCS_B)
     key_b, result_b = _materialize(b.parent)
     assert result_b.success and key_b != key_a
     deduped_b = store.read("deduped_seeds", key_b)
@@ -152,8 +151,7 @@ def test_every_planted_humaneval_solution_is_rejected_as_contaminated(amr_env):
 
 
 def test_cli_run_materializes_and_prints_counts(amr_storage, tmp_path):
-    amr_env = amr_storage
-    folder = _write(amr_env["seeds"] / "cli", "m.py", FUNCS_A).parent
+    folder = _write(amr_storage["seeds"] / "cli", "m.py", FUNCS_A).parent
     proc = subprocess.run(
         [str(Path(sys.executable).parent / "amr-dagster"), "run", "--seeds", str(folder),
          "--select", ",".join(SEED_SELECTION), "--no-typecheck", "--no-judge"],
@@ -164,3 +162,6 @@ def test_cli_run_materializes_and_prints_counts(amr_storage, tmp_path):
     assert set(lines) == set(SEED_SELECTION), proc.stdout
     rows, kept, dropped = map(int, lines["filtered_seeds"])
     assert rows == kept + dropped and kept == 2
+    key = proc.stdout.split("partition ", 1)[1].split(":", 1)[0]
+    assert all(FrameStore().exists(stage, key) for stage in SEED_SELECTION)  # under the data root
+    assert not (tmp_path / ".amr" / "data").exists()  # nowhere else
