@@ -37,9 +37,11 @@ def _dagster_home() -> str:
     return os.environ["DAGSTER_HOME"]
 
 
-def data_root_of(args: argparse.Namespace) -> Path:
-    """``--data-dir``, else ``$AMR_DATA_DIR``, else ``<AMR_HOME>/data``; always passed to the run."""
-    return Path(args.data_dir or os.environ.get("AMR_DATA_DIR") or _default_home() / "data").resolve()
+def data_root_of(args: argparse.Namespace) -> str:
+    """``--data-dir``, else ``$AMR_DATA_DIR``, else ``<AMR_HOME>/data`` (a folder, made absolute,
+    or ``s3://bucket/prefix``); always passed to the run."""
+    root = str(args.data_dir or os.environ.get("AMR_DATA_DIR") or _default_home() / "data")
+    return root if root.startswith("s3://") else str(Path(root).resolve())
 
 
 def _parse_value(text: str):
@@ -52,7 +54,7 @@ def run_config(args: argparse.Namespace, selected: list[str], resource_keys: set
     """Every setting of this run as Dagster run config: resource config for the shared
     settings, op config for a stage's own. It is what the run records (and the UI shows), and a
     launch from the launchpad with the same config runs the same way."""
-    resources: dict[str, dict] = {"data_root": {"path": str(data_root_of(args))}}
+    resources: dict[str, dict] = {"data_root": {"path": data_root_of(args)}}
     ops: dict[str, dict] = {}
     if args.llm_backend:
         resources["generator"] = {"backend": args.llm_backend}
@@ -102,7 +104,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     data = DataLayout(data_root_of(args))
     if args.seeds:
-        location = Path(args.seeds)
+        location = args.seeds  # a local path or s3://bucket/key (fetched to the local cache)
     else:
         location = write_stdlib_batch(_default_home() / "builtin_seeds", args.stdlib_files)
         print(f"seed batch: {args.stdlib_files or 'all'} files of this interpreter's standard library -> {location}")
@@ -147,7 +149,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for check in result.get_asset_check_evaluations():
         if not check.passed:
             print(f"CHECK FAILED: {check.asset_key.to_user_string()} {check.check_name}: {check.metadata}")
-    print(f"\nrun {result.run_id} {'succeeded' if result.success else 'FAILED'} in {wall:.1f}s; outputs under {data.root}")
+    print(f"\nrun {result.run_id} {'succeeded' if result.success else 'FAILED'} in {wall:.1f}s; outputs under {data.url}")
     print(f"open the UI: DAGSTER_HOME={dagster_home} .venv/bin/dagster dev -w workspace.yaml")
     return 0 if result.success else 1
 
@@ -220,12 +222,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="register a seed batch and materialize it through Dagster")
-    run.add_argument("--seeds", help="a seed file or folder (.py folder, .tar.gz/.zip, .jsonl/.parquet with `content`); default: a standard-library batch")
+    run.add_argument("--seeds", help="a seed file or folder (.py folder, .tar.gz/.zip, .jsonl/.parquet with `content`), local or s3://bucket/key; default: a standard-library batch")
     run.add_argument("--select", help="comma-separated assets to materialize (default: every stage)")
     run.add_argument("--stdlib-files", type=int, default=int(os.environ.get("AMR_STDLIB_FILES", "120")), help="files in the default standard-library batch (0 = all)")
     run.add_argument("--max-seeds", type=int, default=None, help="cap on deduplicated seeds entering generation (default: 24 for the standard-library batch, none for --seeds; 0 = no cap)")
     run.add_argument("--n-samples", type=int, default=None, help="responses sampled per instruction (default 4)")
-    run.add_argument("--data-dir", help="data root (default $AMR_DATA_DIR or ./.amr/data)")
+    run.add_argument("--data-dir", help="data root: a folder or s3://bucket/prefix (default $AMR_DATA_DIR or ./.amr/data)")
     run.add_argument("--no-typecheck", action="store_true", help="skip the pyright filter")
     run.add_argument("--no-judge", action="store_true", help="skip the LLM docstring judge")
     run.add_argument("--benchmark", action="append", help="extra benchmark JSONL to decontaminate against (repeatable)")

@@ -10,13 +10,13 @@ reason, then what the row is about: name, instruction, code, verdict ...), cut t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import polars as pl
 
 from amr_dagster.outcomes import ACCEPTED, REASON, REJECTED, STATUS, family_counts, summarize
 from amr_dagster.status import registered_batches
+from amr_dagster.data_root import DataLayout
 from amr_dagster.storage import FrameStore
 from amr_dagster.text_table import render
 
@@ -38,7 +38,7 @@ class Selection:
     matched: int  # rows matching the filters, before the limit
 
 
-def pick_batch(store: FrameStore, root: Path, stage: str, batch: str | None) -> str:
+def pick_batch(store: FrameStore, root: str, stage: str, batch: str | None) -> str:
     """The batch key to show: ``batch`` (a unique prefix is enough), else the newest with output."""
     have = store.partitions(stage)
     if not have:
@@ -77,7 +77,7 @@ def display_columns(frame: pl.DataFrame, wanted: Sequence[str] | None = None, ma
 
 
 def show(
-    root: Path,
+    root: str,
     stage: str,
     *,
     batch: str | None = None,
@@ -86,7 +86,7 @@ def show(
     limit: int = 20,
     columns: Sequence[str] | None = None,
 ) -> Selection:
-    store = FrameStore(root)
+    store = DataLayout(root).frames()
     key = pick_batch(store, root, stage, batch)
     frame = store.read(stage, key)
     chosen = select_rows(frame, rejected, accepted_only)

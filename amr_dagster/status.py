@@ -9,14 +9,15 @@ so it answers in a second without loading Dagster or a model.
 from __future__ import annotations
 
 import datetime as dt
+import io
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Sequence
 
 import polars as pl
 
 from amr_dagster.outcomes import REASON, STATUS, family_counts, summarize
-from amr_dagster.seeds.batches import BatchRegistry, SeedBatch
+from amr_dagster.data_root import DataLayout
+from amr_dagster.seeds.batches import SeedBatch
 from amr_dagster.storage import FrameStore
 from amr_dagster.text_table import render
 
@@ -36,12 +37,10 @@ class StageYield:
 
 def stage_yield(store: FrameStore, stage: str, key: str) -> StageYield | None:
     """Counts of one stage for one batch; None when it was never materialized."""
-    path = store.path(stage, key)
-    if not path.is_file():
+    if not store.exists(stage, key):
         return None
-    names = pl.read_parquet_schema(path)
-    frame = pl.read_parquet(path, columns=[c for c in (STATUS, REASON) if c in names])
-    counts = summarize(frame)
+    frame = store.read(stage, key)
+    counts = summarize(frame.select([c for c in (STATUS, REASON) if c in frame.columns]))
     return StageYield(stage, counts["rows"], counts["accepted"], counts["rejected"], family_counts(counts["rejected_by_reason"]))
 
 
@@ -49,26 +48,26 @@ def batch_yields(store: FrameStore, stages: Sequence[str], key: str) -> list[Sta
     return [stage_yield(store, stage, key) for stage in stages]
 
 
-def dataset_size(root: Path) -> dict[str, object] | None:
+def dataset_size(root: str) -> dict[str, object] | None:
     """Rows of the exported dataset and where it is; None before the first export."""
-    folder = root / "instruction_dataset"
-    parquet = folder / "dataset.parquet"
-    if not parquet.is_file():
+    folder = DataLayout(root).dataset_store()
+    parquet = folder.get("dataset.parquet")
+    if parquet is None:
         return None
-    rows = pl.scan_parquet(parquet).select(pl.len()).collect().item()
-    return {"pairs": rows, "jsonl": folder / "dataset.jsonl", "card": folder / "DATASET_CARD.md"}
+    rows = pl.read_parquet(io.BytesIO(parquet)).height
+    return {"pairs": rows, "jsonl": folder.uri("dataset.jsonl"), "card": folder.uri("DATASET_CARD.md")}
 
 
-def registered_batches(root: Path) -> list[SeedBatch]:
+def registered_batches(root: str) -> list[SeedBatch]:
     """Every registered batch, oldest first."""
-    registry = BatchRegistry(root)
+    registry = DataLayout(root).batches()
     batches = [b for b in (registry.get(k) for k in registry.keys()) if b is not None]
     return sorted(batches, key=lambda b: (b.registered_at, b.key))
 
 
-def status_report(root: Path, stages: Sequence[str], batch: str | None = None) -> str:
+def status_report(root: str, stages: Sequence[str], batch: str | None = None) -> str:
     """The text ``amr-dagster status`` prints."""
-    store = FrameStore(root)
+    store = DataLayout(root).frames()
     batches = registered_batches(root)
     if batch:
         batches = [b for b in batches if b.key == batch or b.key.startswith(batch)]

@@ -1,63 +1,64 @@
 """Where stage outputs live: one Parquet file per asset partition under the data root.
 
 Layout: ``<root>/<asset name>/<partition key>.parquet`` (``<asset name>.parquet`` for global
-assets). Writes are atomic (temp file + rename) so a crash never leaves a half-written
-partition that a rerun would mistake for a finished one.
+assets), the root a local folder (default) or ``s3://bucket/prefix``. Writes are atomic (temp
+file + rename locally, one PUT on S3) so a crash never leaves a half-written partition that a
+rerun would mistake for a finished one.
 """
 
 from __future__ import annotations
 
+import io
 import os
-import tempfile
-from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import polars as pl
 
 from amr_dagster import settings
+from amr_dagster.objectstore import ObjectStore, open_store
 
 GLOBAL = "__global__"
 
 
 class FrameStore:
-    """Parquet frames keyed by (asset, partition) under one root folder."""
+    """Parquet frames keyed by (asset, partition) under one root (folder or S3 prefix)."""
 
-    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
-        self.root = Path(root) if root else settings.data_dir()
+    def __init__(self, root: str | os.PathLike[str] | ObjectStore | None = None, client_factory: Callable[[], Any] | None = None) -> None:
+        if root is None or isinstance(root, (str, os.PathLike)):
+            root = open_store(root or settings.data_root(), client_factory)
+        self.objects: ObjectStore = root
 
-    def path(self, asset: str, partition: str | None = None) -> Path:
-        name = partition if partition else asset
-        return self.root / asset / f"{name}.parquet"
+    @staticmethod
+    def key(asset: str, partition: str | None = None) -> str:
+        return f"{asset}/{partition or asset}.parquet"
+
+    def path(self, asset: str, partition: str | None = None) -> str:
+        """Where the frame is: a local path or an ``s3://`` URI (for metadata and messages)."""
+        return self.objects.uri(self.key(asset, partition))
 
     def exists(self, asset: str, partition: str | None = None) -> bool:
-        return self.path(asset, partition).is_file()
+        return self.objects.exists(self.key(asset, partition))
 
-    def write(self, asset: str, partition: str | None, frame: pl.DataFrame) -> Path:
-        target = self.path(asset, partition)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            frame.write_parquet(tmp, compression="zstd", statistics=True)
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return target
+    def write(self, asset: str, partition: str | None, frame: pl.DataFrame) -> str:
+        buffer = io.BytesIO()
+        frame.write_parquet(buffer, compression="zstd", statistics=True)
+        self.objects.put(self.key(asset, partition), buffer.getvalue())
+        return self.path(asset, partition)
 
     def read(self, asset: str, partition: str | None = None) -> pl.DataFrame:
-        path = self.path(asset, partition)
-        if not path.is_file():
+        data = self.objects.get(self.key(asset, partition))
+        if data is None:
             raise FileNotFoundError(
-                f"no output of asset {asset!r} for partition {partition!r} at {path}; materialize it first"
+                f"no output of asset {asset!r} for partition {partition!r} at {self.path(asset, partition)}; materialize it first"
             )
-        return pl.read_parquet(path)
+        return pl.read_parquet(io.BytesIO(data))
 
     def partitions(self, asset: str) -> list[str]:
-        folder = self.root / asset
-        if not folder.is_dir():
-            return []
-        return sorted(p.name[: -len(".parquet")] for p in folder.glob("*.parquet") if not p.name.startswith("."))
+        return sorted(
+            key.split("/", 1)[1][: -len(".parquet")]
+            for key in self.objects.list(asset)
+            if key.endswith(".parquet") and key.count("/") == 1
+        )
 
     def iter_partitions(self, asset: str, partitions: list[str] | None = None) -> Iterator[tuple[str, pl.DataFrame]]:
         """Stream one partition at a time (global assets must never load everything at once)."""

@@ -142,6 +142,7 @@ PROVIDERS: dict[str, tuple[tuple[str, ...], Callable[[_Call], Any]]] = {
     "limits": (("sandbox",), lambda c: c.resources.sandbox.limits()),
     "decontaminator": (("benchmarks",), lambda c: c.resources.benchmarks.decontaminator()),
     "library": (("module_library_store", "data_root"), lambda c: c.resources.module_library_store.library(c.layout())),
+    "open_library": (("module_library_store",), lambda c: c.resources.module_library_store.open),
     "run_settings": (("generator", "teacher", "benchmarks"), _run_settings),
 }
 

@@ -18,12 +18,12 @@ def default_resources() -> dict[str, object]:
     from resources.llm import LLMResource
     from resources.parquet_io import parquet_frames
     from resources.sandbox import SandboxResource
-    from resources.seed_location import LocalSeedLocation
+    from resources.seed_location import SeedLocation
 
     return {
         "io_manager": parquet_frames,
         "data_root": DataRoot(),
-        "seed_location": LocalSeedLocation(),
+        "seed_location": SeedLocation(),
         "generator": LLMResource(role="generator"),
         "teacher": LLMResource(role="teacher"),
         "benchmarks": BenchmarkSet(),

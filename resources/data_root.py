@@ -3,12 +3,11 @@
 Everything under it (stage frames through the IO manager, the batch registry, the MinHash
 store, the module library, the LLM cache, the dataset) is handed out by the ``DataLayout`` it
 returns, so setting ``path`` once in resource config (the CLI's ``--data-dir`` does) moves all
-of them. ``path`` empty: the deployment's ``AMR_DATA_DIR`` where the step runs, else
-``./.amr/data`` (resolved at run time, like an ``EnvVar``, never when the definitions load)."""
+of them. ``path`` (a local folder or ``s3://bucket/prefix``, S3 through dagster-aws) empty: the
+deployment's ``AMR_DATA_DIR`` where the step runs, else ``./.amr/data`` (resolved at run time,
+like an ``EnvVar``, never when the definitions load)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import dagster as dg
 
@@ -19,10 +18,9 @@ class DataRoot(dg.ConfigurableResource):
     path: str = ""
 
     def layout(self) -> DataLayout:
-        return DataLayout.resolve(self.path)
+        from resources.s3 import client_factory
 
-    def root(self) -> Path:
-        return self.layout().root
+        return DataLayout.resolve(self.path, client_factory())
 
     def frames(self):
         return self.layout().frames()

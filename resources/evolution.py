@@ -30,7 +30,12 @@ class ModuleLibraryResource(dg.ConfigurableResource):
     model_dir: str = ""
     novelty_threshold: float = 0.95
 
-    def library(self, data: DataLayout):
+    def open(self, folder):
+        """The library stored in ``folder`` (a local folder; the data root says which)."""
         from amr_dagster.evol.module_library import ModuleLibrary
 
-        return ModuleLibrary(data.library_dir(), _embedder(self.model_dir), novelty_threshold=self.novelty_threshold)
+        return ModuleLibrary(folder, _embedder(self.model_dir), novelty_threshold=self.novelty_threshold)
+
+    def library(self, data: DataLayout):
+        """The library at its latest committed snapshot (for retrieval and summaries)."""
+        return self.open(data.library_dir())

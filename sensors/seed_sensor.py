@@ -9,13 +9,13 @@ import dagster as dg
 
 from assets.partitions import seed_batches
 from resources.data_root import DataRoot
-from resources.seed_location import LocalSeedLocation
+from resources.seed_location import SeedLocation
 
 PIPELINE_JOB = "amr_pipeline"
 
 
 @dg.sensor(job_name=PIPELINE_JOB, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
-def seed_file_sensor(context: dg.SensorEvaluationContext, seed_location: LocalSeedLocation, data_root: DataRoot):
+def seed_file_sensor(context: dg.SensorEvaluationContext, seed_location: SeedLocation, data_root: DataRoot):
     seen: dict[str, list[str]] = json.loads(context.cursor) if context.cursor else {}
     registry = data_root.batches()
     new_keys: list[str] = []

@@ -32,3 +32,18 @@ def amr_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     monkeypatch.setenv("AMR_LLM_BACKEND", os.environ.get("AMR_TEST_LLM_BACKEND", "none"))
     return {"data": data, "seeds": seeds, "home": home}
+
+
+from tests.s3_fixtures import s3_root, s3_server  # noqa: E402,F401  (the session's SeaweedFS)
+
+
+@pytest.fixture(params=["local", "s3"])
+def amr_storage(request: pytest.FixtureRequest, amr_env: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+    """``amr_env`` with the data root on local disk or in S3 (the session's SeaweedFS), and a
+    private machine cache; ``amr_storage["data"]`` is the root (a path or an ``s3://`` URL)."""
+    monkeypatch.setenv("AMR_CACHE_DIR", str(tmp_path / "machine_cache"))
+    if request.param == "local":
+        return amr_env
+    root = request.getfixturevalue("s3_root")
+    monkeypatch.setenv("AMR_DATA_DIR", root)
+    return {**amr_env, "data": root}

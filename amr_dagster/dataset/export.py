@@ -10,6 +10,7 @@ against the benchmarks again: a model can reproduce a benchmark problem from a c
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -20,6 +21,7 @@ from typing import Any, Iterable
 
 import polars as pl
 
+from amr_dagster.objectstore import LocalObjectStore, ObjectStore
 from amr_dagster.schemas import DATASET_COLUMNS
 from amr_dagster.seeds.decontamination import Decontaminator
 from amr_dagster.seeds.dedup import DedupConfig, SignatureStore, dedup_batch
@@ -107,23 +109,24 @@ def build_dataset(
     return dataset, stats
 
 
-def write_dataset(dataset: pl.DataFrame, folder: Path) -> dict[str, Path]:
-    """Accepted records as JSONL and Parquet; every judged row (with reasons) as a side table."""
-    folder.mkdir(parents=True, exist_ok=True)
+def write_dataset(dataset: pl.DataFrame, target: Path | ObjectStore) -> dict[str, str]:
+    """Accepted records as JSONL and Parquet; every judged row (with reasons) as a side table.
+
+    ``target`` is a folder or an object store (the data root's ``instruction_dataset/`` in S3):
+    each file is written whole, atomically (rename or one PUT), so nothing needs appending.
+    """
+    store = LocalObjectStore(target) if isinstance(target, (str, os.PathLike)) else target
     records = accepted(dataset).select(list(DATASET_COLUMNS))
-    paths = {"jsonl": folder / "dataset.jsonl", "parquet": folder / "dataset.parquet", "judged": folder / "judged_pairs.parquet"}
-    for kind, path in paths.items():
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.")
-        os.close(fd)
-        if kind == "jsonl":
-            with open(tmp, "w", encoding="utf-8") as out:
-                for row in records.iter_rows(named=True):
-                    out.write(json.dumps(row, ensure_ascii=False) + "\n")
-        elif kind == "parquet":
-            records.write_parquet(tmp)
-        else:
-            dataset.write_parquet(tmp)
-        os.replace(tmp, path)
+    lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in records.iter_rows(named=True))
+    files = {"jsonl": ("dataset.jsonl", lines.encode("utf-8")), "parquet": ("dataset.parquet", records), "judged": ("judged_pairs.parquet", dataset)}
+    paths = {}
+    for kind, (name, content) in files.items():
+        if isinstance(content, pl.DataFrame):
+            buffer = io.BytesIO()
+            content.write_parquet(buffer)
+            content = buffer.getvalue()
+        store.put(name, content)
+        paths[kind] = store.uri(name)
     return paths
 
 

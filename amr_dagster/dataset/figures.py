@@ -15,10 +15,14 @@ Markdown metadata but cannot read files on the run worker's disk.
 from __future__ import annotations
 
 import base64
+import os
 from collections import Counter
+from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 from typing import Any, Mapping
+
+from amr_dagster.objectstore import LocalObjectStore, ObjectStore
 
 ACCEPTED_COLOUR = "#3a9d5d"
 OTHER_COLOUR = "#b8b8b8"
@@ -111,31 +115,42 @@ def pass_rates_svg(per_batch: Mapping[str, Mapping[str, Any]]) -> str:
     return _svg(label_w + bar_w + 130, y + 46, body, "Sandbox pass rate per seed batch: direct vs evolved")
 
 
-def write_figures(folder: Path, stage_counts: Mapping[str, Mapping[str, Any]], per_batch: Mapping[str, Mapping[str, Any]]) -> dict[str, Path]:
-    """Write both figures into ``folder``; returns name -> path."""
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = {"funnel": folder / FUNNEL_FILE, "pass_rates": folder / PASS_RATES_FILE}
-    paths["funnel"].write_text(funnel_svg(stage_counts))
-    paths["pass_rates"].write_text(pass_rates_svg(per_batch))
-    return paths
+@dataclass(frozen=True)
+class Figure:
+    """One written figure: its file name beside the card, where it was written, its SVG text."""
+
+    name: str
+    uri: str
+    svg: str
 
 
-def card_section(paths: Mapping[str, Path]) -> str:
+def write_figures(target: Path | ObjectStore, stage_counts: Mapping[str, Mapping[str, Any]], per_batch: Mapping[str, Mapping[str, Any]]) -> dict[str, Figure]:
+    """Write both figures into ``target`` (a folder or an object store, like the card's)."""
+    store = LocalObjectStore(target) if isinstance(target, (str, os.PathLike)) else target
+    figures = {"funnel": (FUNNEL_FILE, funnel_svg(stage_counts)), "pass_rates": (PASS_RATES_FILE, pass_rates_svg(per_batch))}
+    written = {}
+    for key, (name, svg) in figures.items():
+        store.put(name, svg.encode("utf-8"))
+        written[key] = Figure(name, store.uri(name), svg)
+    return written
+
+
+def card_section(figures: Mapping[str, Figure]) -> str:
     """Markdown for the card: the figures by relative file name (they sit beside the card)."""
     return "\n".join([
         "## Figures",
         "",
-        f"![Funnel: rows per stage, rejections by reason]({paths['funnel'].name})",
+        f"![Funnel: rows per stage, rejections by reason]({figures['funnel'].name})",
         "",
-        f"![Pass rate per batch, direct vs evolved]({paths['pass_rates'].name})",
+        f"![Pass rate per batch, direct vs evolved]({figures['pass_rates'].name})",
         "",
     ])
 
 
-def data_uri(path: Path) -> str:
-    return "data:image/svg+xml;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+def data_uri(svg: str) -> str:
+    return "data:image/svg+xml;base64," + base64.b64encode(svg.encode("utf-8")).decode("ascii")
 
 
-def inline_markdown(paths: Mapping[str, Path]) -> str:
+def inline_markdown(figures: Mapping[str, Figure]) -> str:
     """The figures as Markdown images with data URIs (for a Dagster Markdown metadata entry)."""
-    return "\n\n".join(f"![{name}]({data_uri(path)})" for name, path in paths.items())
+    return "\n\n".join(f"![{key}]({data_uri(figure.svg)})" for key, figure in figures.items())

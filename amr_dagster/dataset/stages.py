@@ -110,16 +110,16 @@ def export_dataset(
     from dataclasses import asdict
 
     verified = VerifiedPairsPass(data)
-    dataset, stats = build_dataset(iter(verified), config, decontaminator, workdir=data.root)
-    folder = data.dataset_dir()
+    dataset, stats = build_dataset(iter(verified), config, decontaminator, workdir=data.root)  # S3 root: scratch in /tmp
+    folder = data.dataset_store()
     paths = write_dataset(dataset, folder)
     counts = stage_counts(data, PARTITIONED_STAGES, known={"verified_pairs": verified.count.result()})
     settings = {**run_settings, "generation": asdict(generation), "export": asdict(config)}
     evolution = combine_reports(verified.evol_reports) if verified.evol_reports else None  # None: AMR-Evol did not run
     figures = write_figures(folder, counts, verified.evol_by_batch)
     card = dataset_card(stats, counts, settings, evolution, figures=card_section(figures))
-    (folder / "DATASET_CARD.md").write_text(card)
-    (folder / "card.json").write_text(json.dumps({"stats": stats, "stages": counts, "settings": settings, "evolution": evolution}, indent=2, default=str))
+    folder.put("DATASET_CARD.md", card.encode("utf-8"))
+    folder.put("card.json", json.dumps({"stats": stats, "stages": counts, "settings": settings, "evolution": evolution}, indent=2, default=str).encode("utf-8"))
     rejected = sum(stats["rejected_by_reason"].values())
     accounted = stats["exported"] + rejected == stats["pairs_in"] == dataset.height
     return StageResult(
@@ -131,7 +131,8 @@ def export_dataset(
         },
         notes={
             "jsonl": paths["jsonl"], "parquet": paths["parquet"], "card": Markdown(card), "rejected_by_reason": stats["rejected_by_reason"],
-            "figures": Markdown(inline_markdown(figures)), "funnel_svg": figures["funnel"], "pass_rates_svg": figures["pass_rates"],
+            "card_path": folder.uri("DATASET_CARD.md"), "figures": Markdown(inline_markdown(figures)),
+            "funnel_svg": figures["funnel"].uri, "pass_rates_svg": figures["pass_rates"].uri,
         },
         checks={"pairs_accounted": (accounted, {"exported": stats["exported"], "rejected": rejected, "pairs_in": stats["pairs_in"]})},
     )

@@ -6,7 +6,8 @@ Keyword arguments only, passed by name by the Dagster layer (see ``amr_dagster.s
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 import polars as pl
 
@@ -52,16 +53,18 @@ def library_candidates(*, deduped_seeds: pl.DataFrame, executed_responses: pl.Da
     return StageResult(frame, inputs, metrics={f"candidates_{source}": n for source, n in by_source.items()}, notes={"by_source": by_source})
 
 
-def grow_library(*, data: DataLayout, library: ModuleLibrary) -> StageResult:
+def grow_library(*, data: DataLayout, open_library: Callable[[Path], ModuleLibrary]) -> StageResult:
     """Commit every batch's candidates not yet in the library, one snapshot per batch, in order.
 
     Check ``candidates_accounted``: every candidate of a newly committed batch has an outcome
-    (added, or rejected with a reason such as a near-copy of an existing entry).
+    (added, or rejected with a reason such as a near-copy of an existing entry). Each batch is
+    one ordered commit of the data root's shared state: across workers the snapshots form one
+    order (a worker that loses the race redoes the batch on top of the winner's snapshot).
     """
     committed: dict[str, dict[str, Any]] = {}
     problems: list[str] = []
     for batch, candidates in data.frames().iter_partitions("library_candidates"):
-        result = library.add_batch(candidates, batch=batch)
+        result = data.update_library(lambda folder: open_library(folder).add_batch(candidates, batch=batch))
         if result.reused:
             continue
         outcomes = result.outcomes
@@ -76,7 +79,7 @@ def grow_library(*, data: DataLayout, library: ModuleLibrary) -> StageResult:
             "candidates": outcomes.height,
             "rejected_by_reason": dict(outcomes.filter(outcomes[STATUS] == REJECTED).group_by(REASON).len().iter_rows()),
         }
-    summary = library.summary()
+    summary = open_library(data.library_dir()).summary()
     return StageResult(
         None,
         metrics={"entries": summary["entries"], "batches_committed": len(committed), "added": sum(c["added"] for c in committed.values())},

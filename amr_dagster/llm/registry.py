@@ -160,14 +160,40 @@ def shared_engine(spec: EngineSpec) -> LLMEngine:
         return engine
 
 
+def cache_location(path: str | Path | None = None) -> str:
+    """Where a role's cache lives: ``path`` (a SQLite file or an ``s3://`` prefix), else
+    ``<data root>/llm_cache.sqlite``, or ``<data root>/llm_cache/`` when the data root is in S3."""
+    from amr_dagster import settings
+    from amr_dagster.objectstore import is_s3, join
+
+    if path:
+        return str(path) if is_s3(path) else str(Path(path).resolve())
+    root = settings.data_root()
+    return join(root, "llm_cache") if is_s3(root) else str(default_cache_path().resolve())
+
+
 def shared_cache(path: str | Path | None = None) -> CacheStore:
-    """The process-wide SQLite cache at ``path`` (default: under the data root)."""
-    resolved = str(Path(path).resolve() if path else default_cache_path().resolve())
+    """The process-wide cache at ``path`` (default: under the data root): a SQLite file, or for
+    an ``s3://`` location objects in S3 read through a machine-local SQLite copy."""
+    resolved = cache_location(path)
     with _lock:
         cache = _caches.get(resolved)
         if cache is None:
-            cache = _caches[resolved] = SQLiteCache(resolved)
+            cache = _caches[resolved] = _open_cache(resolved)
         return cache
+
+
+def _open_cache(location: str) -> CacheStore:
+    from amr_dagster.objectstore import is_s3, open_store
+
+    if not is_s3(location):
+        return SQLiteCache(location)
+    from amr_dagster import settings
+    from amr_dagster.ids import stable_id
+    from amr_dagster.llm.shared_cache import ObjectStoreCache
+
+    local = settings.cache_dir() / "llm_cache" / f"{stable_id(location, length=16)}.sqlite"
+    return ObjectStoreCache(open_store(location), SQLiteCache(local))
 
 
 def shared_cached_engine(spec: EngineSpec, cache_path: str | Path | None = None) -> CachedEngine | None:
@@ -175,7 +201,7 @@ def shared_cached_engine(spec: EngineSpec, cache_path: str | Path | None = None)
     if spec.backend == "none":
         return None
     cache = shared_cache(cache_path)
-    resolved = str(Path(cache_path).resolve() if cache_path else default_cache_path().resolve())
+    resolved = cache_location(cache_path)
     engine = shared_engine(spec)
     with _lock:
         key = (spec.identity(), resolved)
@@ -189,7 +215,7 @@ def loaded_cached_engine(spec: EngineSpec, cache_path: str | Path | None = None)
     """The shared cached engine if it was already built, without building it (for accounting)."""
     if spec.backend == "none":
         return None
-    resolved = str(Path(cache_path).resolve() if cache_path else default_cache_path().resolve())
+    resolved = cache_location(cache_path)
     with _lock:
         return _cached_engines.get((spec.identity(), resolved))
 

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from amr_dagster import settings
+from amr_dagster.objectstore import ObjectStore, is_s3, open_store
+from amr_dagster.seeds.remote import fetch_seed
 from amr_dagster.seeds.sources import SEED_SUFFIXES, batch_fingerprint, is_seed_location
 
 _KEY_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -24,7 +26,7 @@ _KEY_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 @dataclass(frozen=True)
 class SeedBatch:
     key: str
-    location: str  # absolute path of the file or folder
+    location: str  # absolute path of the file or folder, or its s3:// URI
     fingerprint: str
     registered_at: float
 
@@ -48,51 +50,54 @@ def batch_key(location: Path, content_hash: str | None = None) -> str:
 
 
 class BatchRegistry:
-    """Key -> location records under ``<data root>/_batches``."""
+    """Key -> location records under ``<data root>/_batches`` (a folder or an S3 prefix).
 
-    def __init__(self, root: Path | None = None) -> None:
-        self.folder = (root or settings.data_dir()) / "_batches"
+    A location is a local path or an ``s3://`` URI; a remote batch is fetched to the machine's
+    cache to be fingerprinted and mined (``amr_dagster.seeds.remote``).
+    """
 
-    def register(self, location: Path) -> SeedBatch:
-        location = location.resolve()
-        if not location.exists():
-            raise FileNotFoundError(f"seed location {location} does not exist")
-        digest = batch_fingerprint(location)
-        key = batch_key(location, digest)
+    def __init__(self, root: str | os.PathLike[str] | ObjectStore | None = None) -> None:
+        if root is None or isinstance(root, (str, os.PathLike)):
+            root = open_store(root or settings.data_root())
+        self.objects: ObjectStore = root.child("_batches")
+        self.folder = self.objects.uri()
+
+    def register(self, location: str | os.PathLike[str]) -> SeedBatch:
+        remote = is_s3(location)
+        local = fetch_seed(str(location)) if remote else Path(location).resolve()
+        if not local.exists():
+            raise FileNotFoundError(f"seed location {local} does not exist")
+        where = str(location).rstrip("/") if remote else str(local)
+        digest = batch_fingerprint(local)
+        key = batch_key(local, digest)
         existing = self.get(key)
-        if existing is not None and existing.location == str(location):
+        if existing is not None and existing.location == where:
             return existing
-        batch = SeedBatch(key=key, location=str(location), fingerprint=digest, registered_at=time.time())
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.folder / f".{key}.json.tmp"
-        tmp.write_text(json.dumps(asdict(batch), indent=2))
-        os.replace(tmp, self.folder / f"{key}.json")
+        batch = SeedBatch(key=key, location=where, fingerprint=digest, registered_at=time.time())
+        self.objects.put(f"{key}.json", json.dumps(asdict(batch), indent=2).encode())
         return batch
 
     def get(self, key: str) -> SeedBatch | None:
-        path = self.folder / f"{key}.json"
-        if not path.is_file():
-            return None
-        return SeedBatch(**json.loads(path.read_text()))
+        data = self.objects.get(f"{key}.json")
+        return None if data is None else SeedBatch(**json.loads(data))
 
     def resolve(self, key: str) -> Path:
-        """The batch's location, checked to still hold the content it was registered with."""
+        """The batch's local location (fetched if remote), checked to still hold the content it
+        was registered with."""
         batch = self.get(key)
         if batch is None:
             raise KeyError(f"seed batch {key!r} is not registered under {self.folder}")
-        location = Path(batch.location)
+        location = fetch_seed(batch.location) if is_s3(batch.location) else Path(batch.location)
         if not location.exists():
             raise FileNotFoundError(f"seed batch {key!r}: {location} no longer exists")
         now = batch_fingerprint(location)
         if now != batch.fingerprint:
             raise ValueError(
-                f"seed batch {key!r}: {location} changed since it was registered "
+                f"seed batch {key!r}: {batch.location} changed since it was registered "
                 f"(fingerprint {batch.fingerprint} -> {now}); changed content is a new batch "
                 "(the sensor or `amr-dagster run --seeds` registers it under a new key)"
             )
         return location
 
     def keys(self) -> list[str]:
-        if not self.folder.is_dir():
-            return []
-        return sorted(p.stem for p in self.folder.glob("*.json"))
+        return sorted(k[: -len(".json")] for k in self.objects.list() if k.endswith(".json") and "/" not in k)

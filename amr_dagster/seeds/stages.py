@@ -13,6 +13,7 @@ import polars as pl
 
 from amr_dagster.accounting import StageResult, accepted_ids
 from amr_dagster.data_root import DataLayout
+from amr_dagster.seeds.dedup import SignatureStore
 from amr_dagster.outcomes import accepted
 from amr_dagster.seeds.decontamination import Decontaminator
 from amr_dagster.seeds.dedup import DedupConfig, dedup_batch
@@ -50,5 +51,8 @@ def filter_seed_functions(
 
 def dedup_seeds(*, filtered_seeds: pl.DataFrame, batch: str, data: DataLayout, config: DedupConfig) -> StageResult:
     """MinHash near-dedup within the batch and against every batch stored before it."""
-    frame, stats = dedup_batch(accepted(filtered_seeds), batch, data.minhash(), config)
+    seeds = accepted(filtered_seeds)
+    # On an S3 data root this commits through the store's log and may redo the dedup after
+    # another worker's commit: the batch is then compared with that worker's batch too.
+    frame, stats = data.update_minhash(lambda folder: dedup_batch(seeds, batch, SignatureStore(folder), config))
     return StageResult(frame, accepted_ids(filtered_seeds), "id", stats)

@@ -68,9 +68,8 @@ def _write(folder: Path, name: str, text: str) -> Path:
 
 def _materialize(batch_location: Path, typecheck: bool = False) -> tuple[str, dg.ExecuteInProcessResult]:
     from amr_dagster.definitions import defs
-    from amr_dagster.settings import data_dir
 
-    key = BatchRegistry(data_dir()).register(batch_location).key
+    key = BatchRegistry().register(batch_location).key
     instance = dg.DagsterInstance.get()
     instance.add_dynamic_partitions("seed_batches", [key])
     job = defs.resolve_job_def("amr_pipeline")
@@ -91,8 +90,8 @@ def test_definitions_validate_like_the_ui(amr_env):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_seed_stages_materialize_and_second_batch_dedups_against_first(amr_env):
-    a = _write(amr_env["seeds"] / "a", "mod_a.py", FUNCS_A)
+def test_seed_stages_materialize_and_second_batch_dedups_against_first(amr_storage):
+    a = _write(amr_storage["seeds"] / "a", "mod_a.py", FUNCS_A)
     key_a, result_a = _materialize(a.parent, typecheck=True)
     assert result_a.success
     assert all(c.passed for c in result_a.get_asset_check_evaluations()), [
@@ -109,7 +108,7 @@ def test_seed_stages_materialize_and_second_batch_dedups_against_first(amr_env):
     assert deduped_a.filter(pl.col("status") == "accepted").height == 2
     kept_scale_id = deduped_a.filter(pl.col("name") == "scale_values")["id"][0]
 
-    b = _write(amr_env["seeds"] / "b", "mod_b.py", FUNCS_B)
+    b = _write(amr_storage["seeds"] / "b", "mod_b.py", FUNCS_B)
     key_b, result_b = _materialize(b.parent)
     assert result_b.success and key_b != key_a
     deduped_b = store.read("deduped_seeds", key_b)
@@ -151,8 +150,8 @@ def test_every_planted_humaneval_solution_is_rejected_as_contaminated(amr_env):
     assert not not_caught, not_caught
 
 
-def test_cli_run_materializes_and_prints_counts(amr_env, tmp_path):
-    folder = _write(amr_env["seeds"] / "cli", "m.py", FUNCS_A).parent
+def test_cli_run_materializes_and_prints_counts(amr_storage, tmp_path):
+    folder = _write(amr_storage["seeds"] / "cli", "m.py", FUNCS_A).parent
     proc = subprocess.run(
         [str(Path(sys.executable).parent / "amr-dagster"), "run", "--seeds", str(folder),
          "--select", ",".join(SEED_SELECTION), "--no-typecheck", "--no-judge"],
@@ -163,3 +162,6 @@ def test_cli_run_materializes_and_prints_counts(amr_env, tmp_path):
     assert set(lines) == set(SEED_SELECTION), proc.stdout
     rows, kept, dropped = map(int, lines["filtered_seeds"])
     assert rows == kept + dropped and kept == 2
+    key = proc.stdout.split("partition ", 1)[1].split(":", 1)[0]
+    assert all(FrameStore().exists(stage, key) for stage in SEED_SELECTION)  # under the data root
+    assert not (tmp_path / ".amr" / "data").exists()  # nowhere else

@@ -17,9 +17,9 @@ GOOD = 'def double(x: int) -> int:\n    """Return twice the value of x."""\n    
 
 def _tick(instance, cursor=None):
     from resources.data_root import DataRoot
-    from resources.seed_location import LocalSeedLocation
+    from resources.seed_location import SeedLocation
 
-    resources = {"seed_location": LocalSeedLocation(), "data_root": DataRoot()}
+    resources = {"seed_location": SeedLocation(), "data_root": DataRoot()}
     ctx = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources)
     return seed_file_sensor(ctx)
 
@@ -81,13 +81,13 @@ def test_schedule_requests_missing_partitions_only(amr_env):
     assert all(r.tags["amr/backfill_reason"].startswith("missing") for r in requests)
 
 
-def test_a_batch_dropped_into_the_seeds_folder_is_picked_up_and_processed(amr_env):
+def test_a_batch_dropped_into_the_seeds_folder_is_picked_up_and_processed(amr_storage):
     """What the daemon does with a sensor result: add the partitions, launch the requested run."""
     from amr_dagster.definitions import defs
     from amr_dagster.storage import FrameStore
 
     instance = dg.DagsterInstance.get()
-    (amr_env["seeds"] / "second_batch.py").write_text(GOOD)
+    (amr_storage["seeds"] / "second_batch.py").write_text(GOOD)
     result = _tick(instance)
     (request,) = result.run_requests
     for add in result.dynamic_partitions_requests:

@@ -57,8 +57,8 @@ def test_pass_rates_direct_vs_evolved_per_batch():
 
 def test_written_linked_from_the_card_and_inlined(tmp_path):
     paths = write_figures(tmp_path, STAGES, BATCHES)
-    for path in paths.values():
-        ET.parse(path)  # well-formed
+    for figure in paths.values():
+        ET.parse(tmp_path / figure.name)  # well-formed, written beside the card
     stats = {"exported": 1, "pairs_in": 2, "partitions": ["a-123"], "rejected_by_reason": {}}
     card = dataset_card(stats, STAGES, {}, figures=card_section(paths))
     assert "![Funnel: rows per stage, rejections by reason](funnel.svg)" in card
@@ -66,4 +66,4 @@ def test_written_linked_from_the_card_and_inlined(tmp_path):
     assert card.index("## Figures") < card.index("## Export filters")
     md = inline_markdown(paths)
     encoded = md.split("data:image/svg+xml;base64,")[1].split(")")[0]
-    assert base64.b64decode(encoded) == paths["funnel"].read_bytes()
+    assert base64.b64decode(encoded) == (tmp_path / "funnel.svg").read_bytes()

@@ -9,9 +9,6 @@
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,56 +19,15 @@ import pytest
 from amr_dagster.llm.base import EngineUnavailable, LLMRequest, SamplingParams
 from amr_dagster.llm.cache import SQLiteCache
 from amr_dagster.llm.cached import CachedEngine
-from amr_dagster.llm.embedded_model import embedded_model_path
 from amr_dagster.llm.openai_engine import OpenAIEngine, normalize_base_url
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.llama_server import free_port, llama_server_process
 
 
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory):
     """``python -m llama_cpp.server`` on a free loopback port; yields its /v1 base URL."""
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("llama_server") / "server.log"
-    log = log_path.open("w")  # a file, not a pipe: the server logs every request
-    proc = subprocess.Popen(
-        [
-            sys.executable, "-m", "llama_cpp.server",
-            "--model", str(embedded_model_path()),
-            "--model_alias", "gemma", "--chat_format", "gemma",
-            "--host", "127.0.0.1", "--port", str(port),
-            "--n_ctx", "2048", "--n_threads", "1", "--n_threads_batch", "1",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"llama server exited: {log_path.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{base}/models", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("llama server did not come up in 300 s")
-            time.sleep(0.5)
+    with llama_server_process(tmp_path_factory.mktemp("llama_server") / "server.log") as base:
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 class FlakyProxy:

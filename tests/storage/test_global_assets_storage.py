@@ -1,0 +1,83 @@
+"""The global assets (``module_library``, ``instruction_dataset``) through real Dagster, with the
+data root on local disk and in S3: the library commits one snapshot per batch in order (a module
+both batches hold is added once), the export and its card land under the data root."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+import polars as pl
+
+from amr_dagster.evol.module_library import from_verified_code
+from amr_dagster.objectstore import open_store
+from amr_dagster.outcomes import with_status
+from amr_dagster.storage import FrameStore
+
+SHARED = '''
+def running_total(values: list[int]) -> list[int]:
+    """Return the running totals of values, one per input value, starting from the first."""
+    totals, acc = [], 0
+    for value in values:
+        acc += value
+        totals.append(acc)
+    return totals
+'''
+
+
+OWN = {
+    "a": '''
+def initials(name: str) -> str:
+    """Return the upper-case initials of each word of name, e.g. "ada lovelace" -> "AL"."""
+    return "".join(word[0].upper() for word in name.split() if word)
+''',
+    "b": '''
+def celsius_to_fahrenheit(degrees: float) -> float:
+    """Convert a temperature from degrees Celsius to degrees Fahrenheit."""
+    return degrees * 9.0 / 5.0 + 32.0
+''',
+}
+TESTS = {"a": "assert initials('ada lovelace') == 'AL'", "b": "assert celsius_to_fahrenheit(100) == 212"}
+
+
+def _pairs(tag: str) -> pl.DataFrame:
+    frame = pl.DataFrame(
+        {
+            "id": [f"{tag}-pair-{i}" for i in range(2)],
+            "instruction": [f"Solve the task of batch {tag}: {TESTS[tag]}", "Sum a list cumulatively; return every partial total."],
+            "response": [OWN[tag], SHARED],
+            "code": [OWN[tag], SHARED],
+            "tests": [TESTS[tag], "assert running_total([1, 2]) == [1, 3]"],
+        }
+    )
+    return with_status(frame, [None, None])
+
+
+def test_global_assets_on_the_data_root(amr_storage) -> None:
+    from assets import GLOBAL_ASSETS
+    from resources import default_resources
+
+    frames = FrameStore()
+    for tag in ("a", "b"):
+        frames.write("library_candidates", f"batch-{tag}", from_verified_code(SHARED + OWN[tag], parent_id=f"{tag}-resp", batch=f"batch-{tag}"))
+        frames.write("verified_pairs", f"batch-{tag}", _pairs(tag))
+
+    result = dg.materialize(GLOBAL_ASSETS, resources=default_resources(), instance=dg.DagsterInstance.get())
+    assert result.success
+    meta = {k: v.value for k, v in result.asset_materializations_for_node("module_library")[0].metadata.items()}
+    assert meta["entries"] == 3  # running_total once, one own function per batch
+    assert list(meta["committed_batches"]) == ["batch-a", "batch-b"]
+    assert meta["committed_batches"]["batch-b"]["added"] == 1
+
+    export = open_store(str(amr_storage["data"])).child("instruction_dataset")
+    records = [json.loads(line) for line in export.get("dataset.jsonl").decode().splitlines()]
+    # The shared pair is exported once (output near-dedup); each batch's own pair stays.
+    assert sorted(r["id"] for r in records) == ["a-pair-0", "a-pair-1", "b-pair-0"]
+    card = json.loads(export.get("card.json"))
+    assert card["stats"]["exported"] == 3 and card["stats"]["pairs_in"] == 4
+    assert export.exists("DATASET_CARD.md") and export.exists("dataset.parquet") and export.exists("judged_pairs.parquet")
+
+    # Materializing again commits nothing new: each batch's snapshot is reused.
+    again = dg.materialize(GLOBAL_ASSETS, resources=default_resources(), instance=dg.DagsterInstance.get())
+    meta = {k: v.value for k, v in again.asset_materializations_for_node("module_library")[0].metadata.items()}
+    assert meta["entries"] == 3 and meta["committed_batches"] == {}
