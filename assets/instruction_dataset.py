@@ -23,6 +23,9 @@ class ExportSettings(dg.Config):
     num_perm: int = 256
     threshold: float = 0.7
     shingle_size: int = 5
+    exact_dedup: bool = True
+    dedup_function_names: bool = True
+    dedup_on_code_representation: bool = True
 
 
 class _StageCount:
@@ -76,7 +79,10 @@ class _VerifiedPairsPass:
             self.count.add(pairs)
             if self.store.exists("evolved_responses", key) and self.store.exists("executed_responses", key):
                 parsed, executed_evolved = report_views(self.store.read("evolved_responses", key))
-                self.evol_reports.append(evol_report(self.store.read("executed_responses", key), parsed, executed_evolved, pairs))
+                samples = self.store.read("responses", key).height if self.store.exists("responses", key) else None
+                self.evol_reports.append(
+                    evol_report(self.store.read("executed_responses", key), parsed, executed_evolved, pairs, samples=samples)
+                )
             yield key, pairs
 
 
@@ -101,7 +107,7 @@ def instruction_dataset(
 
     started = time.perf_counter()
     store = data_root.frames()
-    export = ExportConfig(num_perm=config.num_perm, threshold=config.threshold, shingle_size=config.shingle_size)
+    export = ExportConfig(**config.model_dump())
     verified = _VerifiedPairsPass(store)
     dataset, stats = build_dataset(iter(verified), export, benchmarks.decontaminator(), workdir=data_root.root())
     folder = data_root.root() / "instruction_dataset"
