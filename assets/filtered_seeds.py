@@ -24,6 +24,9 @@ class FilterSettings(dg.Config):
     typecheck_timeout_s: float = FilterConfig().typecheck_timeout_s
     typecheck_batch_size: int = FilterConfig().typecheck_batch_size
     docstring_judge: bool = True
+    judge_mode: str = FilterConfig().judge_mode
+    judge_votes: int = FilterConfig().judge_votes
+    judge_temperature: float = FilterConfig().judge_temperature
 
 
 @dg.asset(
@@ -45,13 +48,16 @@ def filtered_seeds(context: dg.AssetExecutionContext, config: FilterSettings, ge
         if engine is not None:
             from amr_dagster.seeds.docstring_judge import make_judge
 
-            judge = make_judge(engine)
+            judge = make_judge(engine, mode=config.judge_mode, votes=config.judge_votes, temperature=config.judge_temperature)
     core_config = FilterConfig(
         max_lines=config.max_lines,
         denied_imports=tuple(config.denied_imports),
         typecheck=config.typecheck,
         typecheck_timeout_s=config.typecheck_timeout_s,
         typecheck_batch_size=config.typecheck_batch_size,
+        judge_mode=config.judge_mode,
+        judge_votes=config.judge_votes,
+        judge_temperature=config.judge_temperature,
     )
     usage_before = generator.usage_snapshot()
     frame, stats = filter_seeds(candidates, core_config, judge=judge, decontaminator=benchmarks.decontaminator())
@@ -63,5 +69,5 @@ def filtered_seeds(context: dg.AssetExecutionContext, config: FilterSettings, ge
         schema=FILTERED_SEED_COLUMNS,
         started=started,
         stats=stats,
-        extra={"llm": generator.usage_since(usage_before), "docstring_judge": judge is not None},
+        extra={"llm": generator.usage_since(usage_before), "docstring_judge": judge is not None, "docstring_judge_mode": config.judge_mode},
     )
