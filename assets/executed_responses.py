@@ -29,5 +29,9 @@ def executed_responses(context: dg.AssetExecutionContext, sandbox: SandboxResour
     frame, stats = execute_responses(responses, sandbox.sandbox(), sandbox.limits())
     yield from emit(
         context, frame, expected_inputs=accepted_ids(responses), input_column="id", schema=EXECUTED_SCHEMA,
-        started=started, stats=stats, extra={"pass_rate": stats.get("pass_rate", 0.0)},
+        started=started, stats=stats, extra={
+            "pass_rate": stats.get("pass_rate", 0.0),
+            "pass_rate_per_sample": stats.get("pass_rate_per_sample", 0.0),
+            "pass_rate_per_parsed_sample": stats.get("pass_rate_per_parsed_sample", 0.0),
+        },
     )

@@ -39,14 +39,17 @@ def _reason(verdict: dict[str, Any]) -> str | None:
 
 
 def execute_responses(frame: pl.DataFrame, sandbox: Sandbox, limits: Limits) -> tuple[pl.DataFrame, dict[str, Any]]:
-    """Run every accepted (parsed) sample of ``frame`` (columns ``code``, ``tests``)."""
+    """Run every accepted (parsed) sample of ``frame`` (columns ``code``, ``tests``); ``frame``
+    holds every sample (rejected ones too), so the stats carry both pass rates."""
     from amr_dagster.sandbox.verify import verify_rows
+
+    from amr_dagster.evol.report import sample_pass_rates
 
     started = time.perf_counter()
     todo = accepted(frame)
     if todo.is_empty():
         empty = todo.with_columns([pl.lit(None, dtype=t).alias(c) for c, t in VERDICT_COLUMNS.items()])
-        return empty, {"executed": 0, "wall_s": 0.0}
+        return empty, {"executed": 0, "wall_s": 0.0, **sample_pass_rates(frame.height, [])}
     verdicts = verify_rows(todo.select("id", "code", "tests").to_dicts(), sandbox, limits)
     by_column = {
         "sandbox_status": [v.get("status") for v in verdicts],
@@ -64,6 +67,7 @@ def execute_responses(frame: pl.DataFrame, sandbox: Sandbox, limits: Limits) -> 
         "executed": len(verdicts),
         "by_status": dict(statuses),
         "pass_rate": round(statuses.get("passed", 0) / judged, 4) if judged else 0.0,
+        **sample_pass_rates(frame.height, by_column["sandbox_status"]),
         "infra_errors": statuses.get("infra_error", 0),
         "backend": getattr(sandbox, "name", ""),
         "wall_s": round(time.perf_counter() - started, 3),
