@@ -48,6 +48,8 @@ def _prepare_environment(args: argparse.Namespace) -> None:
         os.environ["AMR_BENCHMARK_FILES"] = os.pathsep.join(str(Path(p).resolve()) for p in args.benchmark)
     if getattr(args, "sandbox", None):
         os.environ["AMR_SANDBOX_BACKEND"] = args.sandbox
+    if getattr(args, "profile", None):
+        os.environ["AMR_PROFILE"] = args.profile
 
 
 def _run_config(args: argparse.Namespace, selected: list[str]) -> dict:
@@ -58,6 +60,13 @@ def _run_config(args: argparse.Namespace, selected: list[str]) -> dict:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from amr_dagster.profiles import UnknownProfile, load_profile
+
+    try:
+        load_profile(args.profile or os.environ.get("AMR_PROFILE") or "embedded")
+    except UnknownProfile as err:
+        print(f"amr-dagster run: {err}", file=sys.stderr)
+        return 2
     if args.max_seeds is None and not args.seeds and "AMR_MAX_SEEDS" not in os.environ:
         args.max_seeds = DEFAULT_STDLIB_MAX_SEEDS
     _prepare_environment(args)
@@ -149,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--select", help="comma-separated assets to materialize (default: every stage)")
     run.add_argument("--stdlib-files", type=int, default=int(os.environ.get("AMR_STDLIB_FILES", "120")), help="files in the default standard-library batch (0 = all)")
     run.add_argument("--max-seeds", type=int, default=None, help="cap on deduplicated seeds entering generation (default: 24 for the standard-library batch, none for --seeds; 0 = no cap)")
-    run.add_argument("--n-samples", type=int, default=None, help="responses sampled per instruction (default 4)")
+    run.add_argument("--profile", help="settings profile: embedded (default; small-model settings) or selfcodealign (the reference's settings); files under amr_dagster/prompts/profiles/")
+    run.add_argument("--n-samples", type=int, default=None, help="responses sampled per instruction (default: the profile's, 4 for embedded)")
     run.add_argument("--data-dir", help="data root (default $AMR_DATA_DIR or ./.amr/data)")
     run.add_argument("--no-typecheck", action="store_true", help="skip the pyright filter")
     run.add_argument("--no-judge", action="store_true", help="skip the LLM docstring judge")

@@ -12,6 +12,7 @@ from amr_dagster.schemas import FILTERED_SEED_COLUMNS
 from assets.partitions import seed_batches
 from assets.stage import accepted_ids, emit, stage_checks
 from resources.benchmarks import BenchmarkSet
+from resources.generation import GenerationSettings
 from resources.llm import LLMResource
 
 
@@ -39,26 +40,27 @@ class FilterSettings(dg.Config):
     "take parameters, type-check under pyright, are not benchmark problems, and whose docstring "
     "suffices to re-implement them (LLM judge). Every rejection keeps its reason.",
 )
-def filtered_seeds(context: dg.AssetExecutionContext, config: FilterSettings, generator: LLMResource, benchmarks: BenchmarkSet, seed_functions: pl.DataFrame):
+def filtered_seeds(
+    context: dg.AssetExecutionContext,
+    config: FilterSettings,
+    generator: LLMResource,
+    generation: GenerationSettings,
+    benchmarks: BenchmarkSet,
+    seed_functions: pl.DataFrame,
+):
     started = time.perf_counter()
     candidates = accepted(seed_functions)
+    overrides = {k: v for k, v in config.model_dump().items() if k != "docstring_judge"}
+    core_config = generation.settings_profile().build("filters", {**overrides, "denied_imports": tuple(config.denied_imports)})
     judge = None
     if config.docstring_judge:
         engine = generator.engine()
         if engine is not None:
             from amr_dagster.seeds.docstring_judge import make_judge
 
-            judge = make_judge(engine, mode=config.judge_mode, votes=config.judge_votes, temperature=config.judge_temperature)
-    core_config = FilterConfig(
-        max_lines=config.max_lines,
-        denied_imports=tuple(config.denied_imports),
-        typecheck=config.typecheck,
-        typecheck_timeout_s=config.typecheck_timeout_s,
-        typecheck_batch_size=config.typecheck_batch_size,
-        judge_mode=config.judge_mode,
-        judge_votes=config.judge_votes,
-        judge_temperature=config.judge_temperature,
-    )
+            judge = make_judge(
+                engine, mode=core_config.judge_mode, votes=core_config.judge_votes, temperature=core_config.judge_temperature
+            )
     usage_before = generator.usage_snapshot()
     frame, stats = filter_seeds(candidates, core_config, judge=judge, decontaminator=benchmarks.decontaminator())
     yield from emit(
@@ -69,5 +71,6 @@ def filtered_seeds(context: dg.AssetExecutionContext, config: FilterSettings, ge
         schema=FILTERED_SEED_COLUMNS,
         started=started,
         stats=stats,
-        extra={"llm": generator.usage_since(usage_before), "docstring_judge": judge is not None, "docstring_judge_mode": config.judge_mode},
+        extra={"llm": generator.usage_since(usage_before), "docstring_judge": judge is not None, "docstring_judge_mode": core_config.judge_mode,
+               "profile": generation.profile},
     )

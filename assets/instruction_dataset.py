@@ -4,13 +4,14 @@ decontaminated again, exported as JSONL + Parquet with a dataset card.
 Reads partitions one at a time from the data root (a non-partitioned asset handed every
 partition's frame at once is how memory blows up)."""
 
+import dataclasses
 import json
 import time
 
 import dagster as dg
 
 from amr_dagster.evol.report import combine_reports
-from amr_dagster.dataset.export import ExportConfig, build_dataset, dataset_card, write_dataset
+from amr_dagster.dataset.export import build_dataset, dataset_card, write_dataset
 from amr_dagster.outcomes import family_counts, summarize
 from assets.generation_versions import PROMPTS_VERSION
 from resources.benchmarks import BenchmarkSet
@@ -107,7 +108,8 @@ def instruction_dataset(
 
     started = time.perf_counter()
     store = data_root.frames()
-    export = ExportConfig(**config.model_dump())
+    profile = generation.settings_profile()
+    export = profile.build("export", config.model_dump())
     verified = _VerifiedPairsPass(store)
     dataset, stats = build_dataset(iter(verified), export, benchmarks.decontaminator(), workdir=data_root.root())
     folder = data_root.root() / "instruction_dataset"
@@ -115,10 +117,11 @@ def instruction_dataset(
     stages = [key.to_user_string() for a in PARTITIONED_ASSETS for key in a.keys]
     counts = stage_counts(data_root, stages, known={"verified_pairs": verified.count.result()})
     settings = {
+        "profile": profile.summary(),
         "generator": _engine_summary(generator),
         "teacher": _engine_summary(teacher),
         "prompts_version": PROMPTS_VERSION,
-        "generation": generation.model_dump(),
+        "generation": dataclasses.asdict(generation.config()),
         "export": export.__dict__,
         "benchmarks": ["HumanEval", *benchmarks.extra_files],
     }
@@ -129,6 +132,9 @@ def instruction_dataset(
     return dg.MaterializeResult(
         metadata={
             "exported_pairs": stats["exported"],
+            "profile": profile.name,
+            "pass_rate_per_sample": (evolution or {}).get("pass_rate_per_sample"),
+            "pass_rate_per_parsed_sample": (evolution or {}).get("pass_rate_per_parsed_sample"),
             "verified_pairs_in": stats["pairs_in"],
             "rejected_by_reason": dg.MetadataValue.json(stats["rejected_by_reason"]),
             "partitions": len(stats["partitions"]),

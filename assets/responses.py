@@ -26,8 +26,10 @@ from resources.llm import LLMResource
 def responses(context: dg.AssetExecutionContext, generator: LLMResource, generation: GenerationSettings, instructions: pl.DataFrame):
     started = time.perf_counter()
     before = generator.usage_snapshot()
-    frame, stats = sample_responses(accepted(instructions), require_engine(generator), generation.config())
+    config = generation.config()
+    frame, stats = sample_responses(accepted(instructions), require_engine(generator), config)
     yield from emit(
         context, frame, expected_inputs=accepted_ids(instructions), schema=RESPONSE_SCHEMA, started=started,
-        stats=stats, extra={"llm": generator.usage_since(before), "samples_per_instruction": generation.n_samples},
+        stats=stats, extra={"llm": generator.usage_since(before), "samples_per_instruction": config.n_samples,
+               "profile": config.profile},
     )

@@ -6,6 +6,7 @@ from dataclasses import fields
 import dagster as dg
 
 from amr_dagster.generation.config import GenerationConfig
+from amr_dagster.profiles import DEFAULT_PROFILE, Profile, load_profile
 from resources.env import overrides_from_env
 
 _DEFAULTS = GenerationConfig()
@@ -13,8 +14,12 @@ _DEFAULTS = GenerationConfig()
 
 class GenerationSettings(dg.ConfigurableResource):
     """``max_seeds`` > 0 caps how many deduplicated seeds of a batch enter generation (the rest
-    are recorded as rejected ``over_seed_limit``); sized for the embedded CPU model."""
+    are recorded as rejected ``over_seed_limit``); sized for the embedded CPU model.
 
+    ``profile`` names a settings profile (``amr_dagster/prompts/profiles/``): its values for
+    every stage apply first; a field here that differs from its default wins over it."""
+
+    profile: str = DEFAULT_PROFILE
     global_seed: int = _DEFAULTS.global_seed
     max_seeds: int = 0
     n_samples: int = _DEFAULTS.n_samples
@@ -33,6 +38,10 @@ class GenerationSettings(dg.ConfigurableResource):
         """``AMR_<FIELD>`` overrides (e.g. ``AMR_N_SAMPLES=8``, ``AMR_MAX_SEEDS=20``)."""
         return cls(**overrides_from_env(cls.model_fields, "AMR_"))
 
+    def settings_profile(self) -> Profile:
+        """The named profile (an unknown name raises, listing the known ones)."""
+        return load_profile(self.profile)
+
     def config(self) -> GenerationConfig:
-        known = {f.name for f in fields(GenerationConfig)}
-        return GenerationConfig(**{k: v for k, v in self.model_dump().items() if k in known})
+        known = {f.name for f in fields(GenerationConfig)} - {"profile"}
+        return self.settings_profile().build("generation", {k: v for k, v in self.model_dump().items() if k in known})

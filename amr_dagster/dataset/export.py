@@ -185,6 +185,9 @@ def dataset_card(
         f"Execution-verified instruction/response pairs: **{stats['exported']}** exported "
         f"from {stats['pairs_in']} verified pairs across {len(stats['partitions'])} seed batches.",
         "",
+        f"Settings profile: **{(settings.get('profile') or {}).get('name', 'embedded')}**"
+        + (" (see Settings below)" if settings.get("profile") else ""),
+        "",
         "## Counts per stage (all batches)",
         "",
         "| stage | rows | accepted | rejected | top rejection reasons |",
