@@ -78,10 +78,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     from amr_dagster.settings import data_dir
     from amr_dagster.seeds.stdlib_batch import write_stdlib_batch
     from amr_dagster.storage import FrameStore
-    from assets import GLOBAL_ASSETS, PARTITIONED_ASSETS
+    from assets import EVAL_ASSETS, GLOBAL_ASSETS, PARTITIONED_ASSETS
     from assets.partitions import seed_batches
     from sensors.seed_sensor import PIPELINE_JOB
 
+    evaluations = [key.to_user_string() for a in EVAL_ASSETS for key in a.keys]
+    requested = [s.strip() for s in (args.select or "").split(",") if s.strip()]
+    if requested and all(s in evaluations for s in requested):
+        return _run_evaluation(args, dg.DagsterInstance.get(), requested)
     if args.seeds:
         location = Path(args.seeds)
     else:
@@ -96,7 +100,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     selected = order if not args.select else [s.strip() for s in args.select.split(",") if s.strip()]
     unknown = [s for s in selected if s not in order]
     if unknown:
-        print(f"unknown asset(s) {unknown}; choose from {order}", file=sys.stderr)
+        hint = f" ({', '.join(evaluations)} runs on its own: --select {evaluations[0]})" if set(unknown) & set(evaluations) else ""
+        print(f"unknown asset(s) {unknown}; choose from {order}{hint}", file=sys.stderr)
         return 2
     print(f"partition {batch.key}: materializing {', '.join(selected)} (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
     started = time.perf_counter()
@@ -129,6 +134,34 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"CHECK FAILED: {check.asset_key.to_user_string()} {check.check_name}: {check.metadata}")
     print(f"\nrun {result.run_id} {'succeeded' if result.success else 'FAILED'} in {wall:.1f}s; outputs under {data_dir()}")
     print(f"open the UI: DAGSTER_HOME={os.environ['DAGSTER_HOME']} .venv/bin/dagster dev -w workspace.yaml")
+    return 0 if result.success else 1
+
+
+def _run_evaluation(args: argparse.Namespace, instance, selected: list[str]) -> int:
+    """Materialize evaluation assets (no seed batch: they score a model) and print the scores."""
+    import dagster as dg
+
+    from amr_dagster.definitions import EVALUATION_JOB, defs
+
+    config: dict = {}
+    if args.humaneval_limit is not None:
+        config["limit"] = args.humaneval_limit
+    if args.humaneval_samples is not None:
+        config["n_samples"] = args.humaneval_samples
+    started = time.perf_counter()
+    result = defs.resolve_job_def(EVALUATION_JOB).execute_in_process(
+        instance=instance,
+        asset_selection=[dg.AssetKey.from_user_string(s) for s in selected],
+        run_config={"ops": {name: {"config": config} for name in selected},
+                    "loggers": {"console": {"config": {"log_level": "INFO" if args.verbose else "WARNING"}}}},
+        raise_on_error=False,
+    )
+    for name in selected:
+        for mat in result.asset_materializations_for_node(name):
+            meta = {k: v.value for k, v in mat.metadata.items()}
+            scores = ", ".join(f"{k} = {v}" for k, v in meta.items() if k.startswith("pass@"))
+            print(f"{name}: {meta.get('problems')} problems, model {meta.get('model_id')}: {scores}; rows -> {meta.get('path')}")
+    print(f"\nrun {result.run_id} {'succeeded' if result.success else 'FAILED'} in {time.perf_counter() - started:.1f}s")
     return 0 if result.success else 1
 
 
@@ -166,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--benchmark", action="append", help="extra benchmark JSONL to decontaminate against (repeatable)")
     run.add_argument("--llm-backend", choices=["llama_cpp", "openai", "vllm", "cache_only", "none"], help="engine for both roles (default: embedded llama.cpp)")
     run.add_argument("--sandbox", choices=["auto", "docker", "local"], help="sandbox backend (default auto)")
+    run.add_argument("--humaneval-limit", type=int, default=None, help="humaneval_eval: first N problems only (default all 164)")
+    run.add_argument("--humaneval-samples", type=int, default=None, help="humaneval_eval: sampled completions per problem for pass@k (default 0: greedy pass@1 only)")
     run.add_argument("-v", "--verbose", action="store_true", help="show Dagster's step logs")
     run.set_defaults(func=cmd_run)
 
