@@ -23,6 +23,7 @@ class EvolSettings(dg.ConfigurableResource):
     top_k: int = 3
     max_retrieved: int = _DEFAULTS.max_retrieved
     min_similarity: float = _DEFAULTS.min_similarity
+    library_seeds: str = _DEFAULTS.library_seeds
     decomposition_max_tokens: int = _DEFAULTS.decomposition_max_tokens
     evolution_max_tokens: int = _DEFAULTS.evolution_max_tokens
 

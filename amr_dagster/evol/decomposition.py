@@ -84,6 +84,7 @@ class EvolConfig:
     max_retrieved: int = 3
     min_similarity: float = 0.0
     max_retrieved_code_chars: int = 1200
+    library_seeds: str = "executed"  # which seed functions enter the library: see evol/admission.py
 
 
 @lru_cache(maxsize=1)
