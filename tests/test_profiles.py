@@ -6,7 +6,6 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
-from dataclasses import fields
 
 import pytest
 
@@ -17,7 +16,7 @@ from amr_dagster.generation.parsing import parse_response
 from amr_dagster.generation.prompting import instruction_prompt, response_prompt, templates_named
 from amr_dagster.profiles import UnknownProfile, known_profiles, load_profile
 from amr_dagster.seeds.filters import FilterConfig
-from tests.test_fewshot import RUNNER
+from tests.test_fewshot import run_example
 
 SCALIGN = load_profile("selfcodealign")
 SCALIGN_LIBRARY = library_named(SCALIGN.sections["generation"]["fewshot_dir"])
@@ -81,12 +80,7 @@ def test_selfcodealign_library_covers_the_shots_it_needs():
 
 @pytest.mark.parametrize("example", SCALIGN_LIBRARY.examples, ids=lambda e: e.id)
 def test_selfcodealign_answers_pass_their_own_tests_and_the_rules(example, tmp_path):
-    (tmp_path / "solution.py").write_text(example.code)
-    (tmp_path / "tests.py").write_text(example.test_code)
-    done = subprocess.run(
-        [sys.executable, "-I", "-c", RUNNER, "solution.py", "tests.py"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
-    )
+    done = run_example(example, tmp_path)
     assert done.returncode == 0, done.stderr
     assert int(done.stdout.split()[-1]) >= 2
     text = f"{example.response}\n### Tests\n{example.tests}\n"

@@ -77,13 +77,19 @@ def _block(code: str) -> str:
     return f"### Function\n```python\n{signature_and_docstring(code)}\n```\nAnswer:"
 
 
-@lru_cache(maxsize=4)
-def load_prompt(path: str | Path = PROMPT_FILE) -> JudgePrompt:
-    """Parse and check the prompt file (a version, an instruction, yes/no examples)."""
+def _read_prompt_file(path: str | Path) -> tuple[str, str, list[dict]]:
+    """(version, instruction, examples) of a judge prompt file; all three are required."""
     data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     version, instruction, examples = data.get("version"), data.get("instruction"), data.get("examples")
     if not version or not instruction or not examples:
         raise ValueError(f"{path}: needs version, instruction and examples")
+    return str(version), instruction, examples
+
+
+@lru_cache(maxsize=4)
+def load_prompt(path: str | Path = PROMPT_FILE) -> JudgePrompt:
+    """Parse and check the prompt file (a version, an instruction, yes/no examples)."""
+    version, instruction, examples = _read_prompt_file(path)
     shots = []
     for i, example in enumerate(examples):
         if example.get("answer") not in (YES, NO) or not example.get("code"):
@@ -180,10 +186,7 @@ def _paper_block(code: str, max_code_lines: int) -> str:
 @lru_cache(maxsize=4)
 def load_paper_prompt(path: str | Path = PAPER_PROMPT_FILE) -> JudgePrompt:
     """Parse and check the paper-mode prompt file (version, instruction, Yes/No examples with a reason)."""
-    data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    version, instruction, examples = data.get("version"), data.get("instruction"), data.get("examples")
-    if not version or not instruction or not examples:
-        raise ValueError(f"{path}: needs version, instruction and examples")
+    version, instruction, examples = _read_prompt_file(path)
     shots = []
     for i, example in enumerate(examples):
         if example.get("answer") not in ("Yes", "No") or not example.get("code") or not example.get("reason"):
