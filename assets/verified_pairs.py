@@ -18,7 +18,10 @@ from assets.partitions import seed_batches
 from assets.stage import emit, stage_checks
 from resources.generation import GenerationSettings
 
-VERIFIED_SCHEMA = {**VERIFIED_COLUMNS, **{c: t for c, t in DATASET_COLUMNS.items() if c.startswith("seed_") or c == "batch"}}
+VERIFIED_SCHEMA = {
+    **VERIFIED_COLUMNS,
+    **{c: t for c, t in DATASET_COLUMNS.items() if c.startswith("seed_") or c in ("batch", "profile")},
+}
 
 
 def verify_and_trace(executed: pl.DataFrame, evolved: pl.DataFrame | None, seeds: pl.DataFrame, global_seed: int) -> tuple[pl.DataFrame, dict]:

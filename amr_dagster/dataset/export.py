@@ -44,6 +44,7 @@ DATASET_COLUMNS: dict[str, pl.DataType] = {
     "seed_line_end": pl.Int64(),
     "seed_repo": pl.String(),
     "seed_license": pl.String(),
+    "profile": pl.String(),  # the settings profile the pair was generated under
 }
 
 @dataclass(frozen=True)
@@ -82,7 +83,8 @@ def attach_lineage(pairs: pl.DataFrame, samples: pl.DataFrame, seeds: pl.DataFra
     ``samples``: any frame with ``parent_id`` = instruction id and ``seed_id`` (the executed
     responses); ``seeds``: the batch's deduplicated seeds.
     """
-    inst = samples.select(pl.col("parent_id").alias("instruction_id"), pl.col("seed_id")).unique("instruction_id", keep="first")
+    profile = pl.col("profile") if "profile" in samples.columns else pl.lit(None, dtype=pl.String).alias("profile")
+    inst = samples.select(pl.col("parent_id").alias("instruction_id"), pl.col("seed_id"), profile).unique("instruction_id", keep="first")
     seed_cols = seeds.select(
         pl.col("id").alias("seed_id"),
         pl.col("name").alias("seed_name"),
