@@ -117,3 +117,15 @@ def test_prompts_fit_the_embedded_context():
     # ~4 characters per token for English and code; checked against the real tokenizer in the e2e run
     assert len(response) / 3 + g.response_max_tokens < n_ctx
     assert len(instruction) / 3 + g.instruction_max_tokens < n_ctx
+
+
+def test_the_generation_resource_carries_the_profile(monkeypatch):
+    from resources.generation import GenerationSettings
+
+    assert GenerationSettings(profile="selfcodealign").config().n_samples == 10
+    assert GenerationSettings(profile="selfcodealign", n_samples=3).config().n_samples == 3
+    assert GenerationSettings().config() == GenerationConfig()
+    monkeypatch.setenv("AMR_PROFILE", "selfcodealign")  # how the CLI's --profile reaches the resource
+    assert GenerationSettings.from_env().config().profile == "selfcodealign"
+    with pytest.raises(UnknownProfile, match="known profiles"):
+        GenerationSettings(profile="tiny").config()
