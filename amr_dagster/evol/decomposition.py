@@ -82,7 +82,9 @@ class EvolConfig:
     max_modules: int = 8
     require_typed_signature: bool = False
     max_retrieved: int = 3
-    min_similarity: float = 0.0
+    # Measured by bench/similarity_floor.py (600 stdlib functions, MiniLM): at 0.58 the right
+    # module stays for 79% of queries, an unrelated best match gets through for 19% (100% at 0).
+    min_similarity: float = 0.58
     max_retrieved_code_chars: int = 1200
     library_seeds: str = "executed"  # which seed functions enter the library: see evol/admission.py
 
