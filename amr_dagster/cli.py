@@ -63,6 +63,8 @@ def run_config(args: argparse.Namespace, selected: list[str], resource_keys: set
         resources.setdefault("generation", {})["max_seeds"] = args.max_seeds
     if args.n_samples is not None:
         resources.setdefault("generation", {})["n_samples"] = args.n_samples
+    if args.profile:
+        resources.setdefault("generation", {})["profile"] = args.profile
     if args.benchmark:
         resources["benchmarks"] = {"extra_files": [str(Path(p).resolve()) for p in args.benchmark]}
     if args.sandbox:
@@ -88,6 +90,13 @@ def run_config(args: argparse.Namespace, selected: list[str], resource_keys: set
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from amr_dagster.profiles import UnknownProfile, load_profile
+
+    try:
+        load_profile(args.profile or "embedded")
+    except UnknownProfile as err:
+        print(f"amr-dagster run: {err}", file=sys.stderr)
+        return 2
     if args.max_seeds is None and not args.seeds:
         args.max_seeds = DEFAULT_STDLIB_MAX_SEEDS
     dagster_home = _dagster_home()
@@ -98,10 +107,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     from amr_dagster.data_root import DataLayout
     from amr_dagster.definitions import defs
     from amr_dagster.seeds.stdlib_batch import write_stdlib_batch
-    from assets import GLOBAL_ASSETS, PARTITIONED_ASSETS
+    from assets import EVAL_ASSETS, GLOBAL_ASSETS, PARTITIONED_ASSETS
     from assets.partitions import seed_batches
     from sensors.seed_sensor import PIPELINE_JOB
 
+    evaluations = [key.to_user_string() for a in EVAL_ASSETS for key in a.keys]
+    requested = [s.strip() for s in (args.select or "").split(",") if s.strip()]
+    if requested and all(s in evaluations for s in requested):
+        return _run_evaluation(args, dg.DagsterInstance.get(), requested, dagster_home)
     data = DataLayout(data_root_of(args))
     if args.seeds:
         location = args.seeds  # a local path or s3://bucket/key (fetched to the local cache)
@@ -117,7 +130,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     selected = order if not args.select else [s.strip() for s in args.select.split(",") if s.strip()]
     unknown = [s for s in selected if s not in order]
     if unknown:
-        print(f"unknown asset(s) {unknown}; choose from {order}", file=sys.stderr)
+        hint = f" ({', '.join(evaluations)} runs on its own: --select {evaluations[0]})" if set(unknown) & set(evaluations) else ""
+        print(f"unknown asset(s) {unknown}; choose from {order}{hint}", file=sys.stderr)
         return 2
     print(f"partition {batch.key}: materializing {', '.join(selected)} (DAGSTER_HOME={dagster_home})")
     store = data.frames()
@@ -165,6 +179,33 @@ def _stage_line(store, name: str, key: str, global_names: set[str]) -> str:
     counts = summarize(store.read(name, key))
     reasons = ", ".join(f"{r} {n}" for r, n in list(family_counts(counts["rejected_by_reason"]).items())[:4])
     return f"{name:<22}{counts['rows']:>8}{counts['accepted']:>10}{counts['rejected']:>10}  {reasons}"
+
+
+def _run_evaluation(args: argparse.Namespace, instance, selected: list[str], dagster_home: str) -> int:
+    """Materialize evaluation assets (no seed batch: they score a model) and print the scores."""
+    import dagster as dg
+
+    from amr_dagster.definitions import EVALUATION_JOB, defs
+
+    config = run_config(args, [], set(defs.resources))
+    own: dict = {}
+    if args.humaneval_limit is not None:
+        own["limit"] = args.humaneval_limit
+    if args.humaneval_samples is not None:
+        own["n_samples"] = args.humaneval_samples
+    config["ops"] = {name: {"config": own} for name in selected}
+    started = time.perf_counter()
+    result = defs.resolve_job_def(EVALUATION_JOB).execute_in_process(
+        instance=instance, asset_selection=[dg.AssetKey.from_user_string(s) for s in selected], run_config=config, raise_on_error=False,
+    )
+    for name in selected:
+        for mat in result.asset_materializations_for_node(name):
+            meta = {k: v.value for k, v in mat.metadata.items()}
+            scores = ", ".join(f"{k} = {v}" for k, v in meta.items() if k.startswith("pass@"))
+            print(f"{name}: {meta.get('problems')} problems, model {meta.get('model_id')}: {scores}; rows -> {meta.get('path')}")
+    print(f"\nrun {result.run_id} {'succeeded' if result.success else 'FAILED'} in {time.perf_counter() - started:.1f}s")
+    print(f"open the UI: DAGSTER_HOME={dagster_home} .venv/bin/dagster dev -w workspace.yaml")
+    return 0 if result.success else 1
 
 
 def _print_pass_rate(store, key: str, selected: list[str]) -> None:
@@ -226,7 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--select", help="comma-separated assets to materialize (default: every stage)")
     run.add_argument("--stdlib-files", type=int, default=int(os.environ.get("AMR_STDLIB_FILES", "120")), help="files in the default standard-library batch (0 = all)")
     run.add_argument("--max-seeds", type=int, default=None, help="cap on deduplicated seeds entering generation (default: 24 for the standard-library batch, none for --seeds; 0 = no cap)")
-    run.add_argument("--n-samples", type=int, default=None, help="responses sampled per instruction (default 4)")
+    run.add_argument("--profile", help="settings profile: embedded (default; small-model settings) or selfcodealign (the reference's settings); files under amr_dagster/prompts/profiles/")
+    run.add_argument("--n-samples", type=int, default=None, help="responses sampled per instruction (default: the profile's, 4 for embedded)")
     run.add_argument("--data-dir", help="data root: a folder or s3://bucket/prefix (default $AMR_DATA_DIR or ./.amr/data)")
     run.add_argument("--no-typecheck", action="store_true", help="skip the pyright filter")
     run.add_argument("--no-judge", action="store_true", help="skip the LLM docstring judge")
@@ -236,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", metavar="OWNER.FIELD=VALUE",
                      help="any other setting, as resource or asset config: e.g. generation.response_max_tokens=160, "
                      "evolution.use_retrieval=false, deduped_seeds.threshold=0.8 (repeatable; values in YAML)")
+    run.add_argument("--humaneval-limit", type=int, default=None, help="humaneval_eval: first N problems only (default all 164)")
+    run.add_argument("--humaneval-samples", type=int, default=None, help="humaneval_eval: sampled completions per problem for pass@k (default 0: greedy pass@1 only)")
     run.add_argument("-v", "--verbose", action="store_true", help="show Dagster's step logs")
     run.set_defaults(func=cmd_run)
 

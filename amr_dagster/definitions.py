@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets import EXTERNAL_ASSETS, GLOBAL_ASSETS, PARTITIONED_ASSETS, progress_log
+from assets import EVAL_ASSETS, EXTERNAL_ASSETS, GLOBAL_ASSETS, PARTITIONED_ASSETS, progress_log
+
+EVALUATION_JOB = "evaluation"
 from resources import default_resources
 from sensors.backfill_schedule import backfill_schedule
 from sensors.seed_sensor import PIPELINE_JOB, seed_file_sensor
@@ -24,9 +26,17 @@ amr_pipeline = dg.define_asset_job(
     "then the global module library and dataset export.",
 )
 
+# Evaluation is not part of a batch's run (the sensor and the schedule launch amr_pipeline):
+# it scores a model, launched on its own (UI, or `amr-dagster run --select humaneval_eval`).
+evaluation = dg.define_asset_job(
+    EVALUATION_JOB,
+    selection=dg.AssetSelection.assets(*EVAL_ASSETS),
+    description="HumanEval pass@1 (greedy) and pass@k (sampled) of the generator, in the project's sandbox.",
+)
+
 defs = dg.Definitions(
-    assets=[*EXTERNAL_ASSETS, *PARTITIONED_ASSETS, *GLOBAL_ASSETS],
-    jobs=[amr_pipeline],
+    assets=[*EXTERNAL_ASSETS, *PARTITIONED_ASSETS, *GLOBAL_ASSETS, *EVAL_ASSETS],
+    jobs=[amr_pipeline, evaluation],
     sensors=[seed_file_sensor],
     schedules=[backfill_schedule],
     resources=default_resources(),

@@ -78,6 +78,7 @@ LLM_COLUMNS: dict[str, pl.DataType] = {
     "prompt_tokens": pl.Int64(),
     "completion_tokens": pl.Int64(),
     "cached": pl.Boolean(),
+    "profile": pl.String(),  # the settings profile the row was generated under
     "status": pl.String(),
     "reject_reason": pl.String(),
 }
@@ -270,12 +271,13 @@ DATASET_COLUMNS: dict[str, pl.DataType] = {
     "seed_line_end": pl.Int64(),
     "seed_repo": pl.String(),
     "seed_license": pl.String(),
+    "profile": pl.String(),  # the settings profile the pair was generated under
 }
 
 #: ``verified_pairs``: the selection, its seed's lineage, and the row's status.
 VERIFIED_PAIR_COLUMNS: dict[str, Any] = {
     **VERIFIED_COLUMNS,
-    **{c: t for c, t in DATASET_COLUMNS.items() if c.startswith("seed_") or c == "batch"},
+    **{c: t for c, t in DATASET_COLUMNS.items() if c.startswith("seed_") or c in ("batch", "profile")},
     STATUS: pl.String(),
     REASON: pl.String(),
 }

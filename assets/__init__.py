@@ -9,6 +9,7 @@ from assets.evolved_responses import evolved_responses
 from assets.executed_responses import executed_responses
 from assets.filtered_seeds import filtered_seeds
 from assets.instruction_dataset import instruction_dataset
+from assets.humaneval_eval import humaneval_eval
 from assets.instructions import instructions
 from assets.library_candidates import library_candidates
 from assets.module_library import module_library
@@ -37,3 +38,5 @@ PARTITIONED_ASSETS = [*SEED_ASSETS, *GENERATION_ASSETS, *EVOL_ASSETS, verified_p
 # Global assets: the module library (between library_candidates and evolved_responses) and the export.
 GLOBAL_ASSETS = [module_library, instruction_dataset]
 EXTERNAL_ASSETS = [seed_files]
+# Evaluation assets: selectable (CLI --select, UI) but not part of a default pipeline run.
+EVAL_ASSETS = [humaneval_eval]

@@ -18,6 +18,7 @@ SPEC = StageSpec(
     upstream=("deduped_seeds", "executed_responses"),
     schema=CANDIDATE_SCHEMA,
     description="Verified function modules this batch offers the library: its documented, type-checked "
-    "seed functions and the top-level functions of direct responses that passed in the sandbox.",
+    "seed functions that ran in the sandbox (or none, or all: evolution.library_seeds) and the top-level "
+    "functions of direct responses that passed in the sandbox.",
 )
 library_candidates = stage_asset(SPEC)

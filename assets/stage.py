@@ -31,6 +31,7 @@ import polars as pl
 
 from amr_dagster.accounting import Markdown, StageResult, accounting, schema_problems
 from amr_dagster.outcomes import summarize
+from amr_dagster.profiles import apply_profile, has_profile_section
 from assets.partitions import seed_batches
 
 OWNERS = ("team:amr-dagster",)
@@ -102,6 +103,12 @@ class _Call:
     def layout(self):
         return self.resources.data_root.layout()
 
+    def stage_config(self):
+        """The stage's own config, with the run's settings profile under the fields it leaves
+        at their defaults (``amr_dagster.profiles``)."""
+        core = self.config.to_core()
+        return apply_profile(core, self.resources.generation.profile) if has_profile_section(core) else core
+
     def optional_engine(self, role: str):
         return getattr(self.resources, role).engine(self.layout().llm_cache_path())
 
@@ -131,9 +138,9 @@ def _run_settings(call: _Call) -> dict[str, Any]:
 #: Argument name of a core stage function -> (resource keys it needs, how to build it).
 PROVIDERS: dict[str, tuple[tuple[str, ...], Callable[[_Call], Any]]] = {
     "batch": ((), lambda c: c.context.partition_key),
-    "config": ((), lambda c: c.config.to_core()),
+    "config": (("generation",), lambda c: c.stage_config()),
     "data": (("data_root",), lambda c: c.layout()),
-    "generation": (("generation",), lambda c: c.resources.generation.to_core()),
+    "generation": (("generation",), lambda c: apply_profile(c.resources.generation.to_core())),
     "evolution": (("evolution", "generation"), lambda c: c.resources.evolution.to_core(global_seed=c.resources.generation.global_seed)),
     "generator": (("generator", "data_root"), lambda c: c.engine("generator")),
     "teacher": (("teacher", "data_root"), lambda c: c.engine("teacher")),

@@ -1,8 +1,10 @@
 """``instruction_dataset``: every verified pair of every batch, deduplicated and
 decontaminated once more, exported in a standard instruction/response format.
 
-Pairs arrive partition by partition (never all at once). Output near-dedup runs three MinHash
-passes, on the instruction, the response and the code, each in arrival order with the same
+Pairs arrive partition by partition (never all at once). SelfCodeAlign's sanitizing comes
+first (exact copies of an instruction or response, repeated function-name sets: ``code_keys``),
+then output near-dedup runs three MinHash passes, on the instruction, the response and the
+code representation (or the raw code), each in arrival order with the same
 store semantics as seed dedup (a row is compared with every row kept before it), so the
 result is the same on any machine. Decontamination checks instruction, response and tests
 against the benchmarks again: a model can reproduce a benchmark problem from a clean seed.
@@ -23,20 +25,40 @@ import polars as pl
 
 from amr_dagster.objectstore import LocalObjectStore, ObjectStore
 from amr_dagster.schemas import DATASET_COLUMNS
+from amr_dagster.dataset.code_keys import SeenPairs, code_representation
 from amr_dagster.seeds.decontamination import Decontaminator
 from amr_dagster.seeds.dedup import DedupConfig, SignatureStore, dedup_batch
 from amr_dagster.outcomes import REASON, accepted, summarize, with_status
 
 
-DEDUP_FIELDS = ("instruction", "response", "code")
-
-
 @dataclass(frozen=True)
 class ExportConfig:
+    """``exact_dedup``, ``dedup_function_names`` and ``dedup_on_code_representation`` are
+    SelfCodeAlign's sanitizing rules (see ``code_keys``); the last one makes the third MinHash
+    pass compare code representations instead of the raw code."""
+
     num_perm: int = 256
     threshold: float = 0.7
     shingle_size: int = 5
     benchmark_files: tuple[str, ...] = ()
+    exact_dedup: bool = True
+    dedup_function_names: bool = True
+    dedup_on_code_representation: bool = True
+
+    def dedup_fields(self) -> tuple[str, ...]:
+        return ("instruction", "response", "code_representation" if self.dedup_on_code_representation else "code")
+
+
+def _with_code_representation(frame: pl.DataFrame, reasons: list[str | None]) -> pl.DataFrame:
+    """Add ``code_representation``; an unparsable code (never verified code) is a rejection."""
+    out: list[str] = []
+    for i, code in enumerate(frame.get_column("code").to_list()):
+        try:
+            out.append(code_representation(code or ""))
+        except SyntaxError:
+            out.append("")
+            reasons[i] = reasons[i] or "output_code_representation: syntax error"
+    return frame.with_columns(pl.Series("code_representation", out, dtype=pl.String))
 
 
 def attach_lineage(pairs: pl.DataFrame, samples: pl.DataFrame, seeds: pl.DataFrame) -> pl.DataFrame:
@@ -45,7 +67,8 @@ def attach_lineage(pairs: pl.DataFrame, samples: pl.DataFrame, seeds: pl.DataFra
     ``samples``: any frame with ``parent_id`` = instruction id and ``seed_id`` (the executed
     responses); ``seeds``: the batch's deduplicated seeds.
     """
-    inst = samples.select(pl.col("parent_id").alias("instruction_id"), pl.col("seed_id")).unique("instruction_id", keep="first")
+    profile = pl.col("profile") if "profile" in samples.columns else pl.lit(None, dtype=pl.String).alias("profile")
+    inst = samples.select(pl.col("parent_id").alias("instruction_id"), pl.col("seed_id"), profile).unique("instruction_id", keep="first")
     seed_cols = seeds.select(
         pl.col("id").alias("seed_id"),
         pl.col("name").alias("seed_name"),
@@ -74,8 +97,10 @@ def build_dataset(
     dedup_config = DedupConfig(num_perm=config.num_perm, threshold=config.threshold, shingle_size=config.shingle_size)
     frames: list[pl.DataFrame] = []
     per_partition: dict[str, int] = {}
+    fields = config.dedup_fields()
+    seen = SeenPairs(exact=config.exact_dedup, names=config.dedup_function_names)
     with tempfile.TemporaryDirectory(dir=workdir, prefix="export-dedup-") as tmp:
-        stores = {name: SignatureStore(Path(tmp) / name) for name in DEDUP_FIELDS}
+        stores = {name: SignatureStore(Path(tmp) / name) for name in fields}
         for key, pairs in partitions:
             rows = accepted(pairs)
             per_partition[key] = rows.height
@@ -88,8 +113,12 @@ def build_dataset(
             ]
             for i, hit in enumerate(decontaminator.check_many(texts)):
                 reasons[i] = hit
-            for name in DEDUP_FIELDS:
-                candidates = frame.with_row_index("_row").filter(pl.Series([r is None for r in reasons]))
+            for i, row in enumerate(frame.iter_rows(named=True)):
+                if reasons[i] is None and (config.exact_dedup or config.dedup_function_names):
+                    reasons[i] = seen.judge(row["instruction"], row["response"], row["code"] or "")
+            scored = _with_code_representation(frame, reasons) if config.dedup_on_code_representation else frame
+            for name in fields:
+                candidates = scored.with_row_index("_row").filter(pl.Series([r is None for r in reasons]))
                 if candidates.is_empty():
                     break
                 judged, _ = dedup_batch(candidates.select("id", name), key, stores[name], dedup_config, text_column=name)
@@ -145,6 +174,9 @@ def dataset_card(
         f"Execution-verified instruction/response pairs: **{stats['exported']}** exported "
         f"from {stats['pairs_in']} verified pairs across {len(stats['partitions'])} seed batches.",
         "",
+        f"Settings profile: **{(settings.get('profile') or {}).get('name', 'embedded')}**"
+        + (" (see Settings below)" if settings.get("profile") else ""),
+        "",
         "## Counts per stage (all batches)",
         "",
         "| stage | rows | accepted | rejected | top rejection reasons |",
@@ -161,6 +193,15 @@ def dataset_card(
     if not stats["rejected_by_reason"]:
         lines.append("- none rejected")
     if evolution:
+        lines += [
+            "",
+            "## Pass rates of the generator's own samples",
+            "",
+            f"- per sample (every sampled response, parsed or not): **{evolution.get('pass_rate_per_sample')}** "
+            f"({evolution.get('direct_samples_passed')} of {evolution.get('direct_samples')})",
+            f"- per parsed sample (responses that reached the sandbox): **{evolution.get('pass_rate_per_parsed_sample')}** "
+            f"({evolution.get('direct_samples_passed')} of {evolution.get('direct_samples_executed')})",
+        ]
         lines += ["", "## AMR-Evol", "", "```json", json.dumps(evolution, indent=2, sort_keys=True), "```"]
     lines += ["", "## Settings", "", "```json", json.dumps(settings, indent=2, sort_keys=True, default=str), "```", ""]
     return "\n".join(lines)

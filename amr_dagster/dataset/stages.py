@@ -20,6 +20,7 @@ from amr_dagster.dataset.figures import card_section, inline_markdown, write_fig
 from amr_dagster.dataset.selection import select_verified
 from amr_dagster.evol.report import batch_report, combine_reports
 from amr_dagster.generation.config import GenerationConfig
+from amr_dagster.profiles import load_profile
 from amr_dagster.outcomes import REASON, STATUS, family_counts, summarize
 from amr_dagster.schemas import PARTITIONED_STAGES, VERIFIED_PAIR_COLUMNS
 from amr_dagster.seeds.decontamination import Decontaminator
@@ -94,7 +95,10 @@ class VerifiedPairsPass:
         for key, pairs in self.store.iter_partitions("verified_pairs"):
             self.count.add(pairs)
             if self.store.exists("evolved_responses", key) and self.store.exists("executed_responses", key):
-                self.evol_reports.append(batch_report(self.store.read("executed_responses", key), self.store.read("evolved_responses", key), pairs))
+                samples = self.store.read("responses", key).height if self.store.exists("responses", key) else None
+                self.evol_reports.append(
+                    batch_report(self.store.read("executed_responses", key), self.store.read("evolved_responses", key), pairs, samples)
+                )
                 self.evol_by_batch[key] = self.evol_reports[-1]
             yield key, pairs
 
@@ -114,7 +118,7 @@ def export_dataset(
     folder = data.dataset_store()
     paths = write_dataset(dataset, folder)
     counts = stage_counts(data, PARTITIONED_STAGES, known={"verified_pairs": verified.count.result()})
-    settings = {**run_settings, "generation": asdict(generation), "export": asdict(config)}
+    settings = {"profile": load_profile(generation.profile).summary(), **run_settings, "generation": asdict(generation), "export": asdict(config)}
     evolution = combine_reports(verified.evol_reports) if verified.evol_reports else None  # None: AMR-Evol did not run
     figures = write_figures(folder, counts, verified.evol_by_batch)
     card = dataset_card(stats, counts, settings, evolution, figures=card_section(figures))
@@ -128,9 +132,11 @@ def export_dataset(
         metrics={
             "exported_pairs": stats["exported"], "verified_pairs_in": stats["pairs_in"], "rejected": rejected,
             "partitions": len(stats["partitions"]),
+            "pass_rate_per_sample": (evolution or {}).get("pass_rate_per_sample") or 0.0,
+            "pass_rate_per_parsed_sample": (evolution or {}).get("pass_rate_per_parsed_sample") or 0.0,
         },
         notes={
-            "jsonl": paths["jsonl"], "parquet": paths["parquet"], "card": Markdown(card), "rejected_by_reason": stats["rejected_by_reason"],
+            "profile": generation.profile, "jsonl": paths["jsonl"], "parquet": paths["parquet"], "card": Markdown(card), "rejected_by_reason": stats["rejected_by_reason"],
             "card_path": folder.uri("DATASET_CARD.md"), "figures": Markdown(inline_markdown(figures)),
             "funnel_svg": figures["funnel"].uri, "pass_rates_svg": figures["pass_rates"].uri,
         },

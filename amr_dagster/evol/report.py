@@ -3,7 +3,12 @@
 Definitions (``infra_error`` verdicts are sandbox faults, not answers, so they are left out of
 every rate's denominator and counted on their own):
 
-- ``direct_sample_pass_rate``: passing direct samples / executed direct samples.
+- ``pass_rate_per_sample`` (SelfCodeAlign's): passing direct samples / every sampled direct
+  response (parsed or not, minus ``infra_error`` verdicts). What one sample from the generator
+  is worth.
+- ``pass_rate_per_parsed_sample`` (= ``direct_sample_pass_rate``, its old name): passing direct
+  samples / executed (parsed) direct samples. How often code that reached the sandbox passes.
+  ``sample_pass_rates`` computes both, for ``executed_responses`` and for this report.
 - ``direct_pass_rate``: instructions with at least one passing direct sample / instructions.
 - ``evolved_pass_rate``: passing evolved responses / evolved responses (an evolved response that
   could not be parsed counts as not passing: it is an answer that failed).
@@ -33,11 +38,31 @@ def _rate(num: int, den: int) -> float:
     return round(num / den, 4) if den else 0.0
 
 
+def sample_pass_rates(samples: int, verdicts: list[str | None]) -> dict[str, Any]:
+    """Both pass rates of one set of direct samples (see the module docstring).
+
+    ``samples``: every sampled response (parsed or not); ``verdicts``: the sandbox status of
+    each executed (parsed) one.
+    """
+    infra = sum(v == INFRA_ERROR for v in verdicts)
+    executed = len(verdicts) - infra
+    passed = sum(v == PASSED for v in verdicts)
+    return {
+        "direct_samples": samples,
+        "direct_samples_executed": executed,
+        "direct_samples_infra_error": infra,
+        "direct_samples_passed": passed,
+        "pass_rate_per_sample": _rate(passed, samples - infra),
+        "pass_rate_per_parsed_sample": _rate(passed, executed),
+    }
+
+
 def evol_report(
     direct_executed: pl.DataFrame,
     evolved: pl.DataFrame | None = None,
     evolved_executed: pl.DataFrame | None = None,
     verified: pl.DataFrame | None = None,
+    samples: int | None = None,
 ) -> dict[str, Any]:
     """Flat, JSON-friendly numbers (see the module docstring for each definition).
 
@@ -45,6 +70,8 @@ def evol_report(
     ``evolve_responses`` (parsed or not); ``evolved_executed``: the parsed ones after the
     sandbox (only those are executed). Either may be given alone: without ``evolved`` the
     unparsed evolved responses are simply not counted. ``verified``: ``select_verified``'s frame.
+    ``samples``: how many direct responses were sampled in all (the ``responses`` rows); without
+    it the per-sample rate counts only the executed ones.
     """
     direct_rows = direct_executed.to_dicts()
     executed = [r for r in direct_rows if r.get(VERDICT) and r.get(VERDICT) != INFRA_ERROR]
@@ -52,11 +79,12 @@ def evol_report(
     passing_instructions = {r[PARENT] for r in direct_rows if r.get(VERDICT) == PASSED}
     verdict_of = {r[ID]: r.get(VERDICT) for r in direct_rows}
 
+    verdicts = [r.get(VERDICT) for r in direct_rows if r.get(VERDICT)]
+    rates = sample_pass_rates(samples if samples is not None else len(verdicts), verdicts)
     report: dict[str, Any] = {
         "instructions": len(instructions),
-        "direct_samples_executed": len(executed),
-        "direct_samples_infra_error": sum(r.get(VERDICT) == INFRA_ERROR for r in direct_rows),
-        "direct_sample_pass_rate": _rate(sum(r.get(VERDICT) == PASSED for r in executed), len(executed)),
+        **rates,
+        "direct_sample_pass_rate": rates["pass_rate_per_parsed_sample"],
         "direct_pass_rate": _rate(len(passing_instructions), len(instructions)),
     }
 
@@ -107,7 +135,10 @@ def evol_report(
 
 _CARD_ROWS = [
     ("Instructions", "instructions"),
-    ("Direct sample pass rate", "direct_sample_pass_rate"),
+    ("Direct samples (all sampled responses)", "direct_samples"),
+    ("Direct samples executed (parsed)", "direct_samples_executed"),
+    ("Pass rate per sample", "pass_rate_per_sample"),
+    ("Pass rate per parsed sample", "pass_rate_per_parsed_sample"),
     ("Direct pass rate (any sample passes)", "direct_pass_rate"),
     ("Evolved responses", "evolved_responses"),
     ("Evolved responses parsed", "evolved_parsed"),
@@ -142,18 +173,19 @@ def combine_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
     max of the per-partition top-1 similarities and leaves the median out.
     """
     counts = [
-        "instructions", "direct_samples_executed", "direct_samples_infra_error", "evolved_responses",
+        "instructions", "direct_samples", "direct_samples_executed", "direct_samples_infra_error",
+        "direct_samples_passed", "evolved_responses",
         "evolved_parsed", "evolved_passed", "evolved_infra_error", "fail_to_pass", "pass_to_fail", "pass_to_pass",
         "fail_to_fail", "retrieval_responses_with_modules", "verified_pairs", "verified_evolved",
         "verified_direct",
     ]
     out: dict[str, Any] = {k: sum(int(r.get(k) or 0) for r in reports) for k in counts}
-    weighted = [
-        ("direct_sample_pass_rate", "direct_samples_executed"),
-        ("direct_pass_rate", "instructions"),
-    ]
-    for rate, weight in weighted:
-        out[rate] = _rate(sum((r.get(rate) or 0) * (r.get(weight) or 0) for r in reports), out[weight])
+    out["direct_pass_rate"] = _rate(
+        sum((r.get("direct_pass_rate") or 0) * (r.get("instructions") or 0) for r in reports), out["instructions"]
+    )
+    out["pass_rate_per_sample"] = _rate(out["direct_samples_passed"], out["direct_samples"] - out["direct_samples_infra_error"])
+    out["pass_rate_per_parsed_sample"] = _rate(out["direct_samples_passed"], out["direct_samples_executed"])
+    out["direct_sample_pass_rate"] = out["pass_rate_per_parsed_sample"]
     judged = out["evolved_responses"] - out["evolved_infra_error"]
     out["evolved_pass_rate"] = _rate(out["evolved_passed"], judged)
     n_sim = out["retrieval_responses_with_modules"]
@@ -177,7 +209,10 @@ def report_views(evolved: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     return parsed, evolved.filter(ran)
 
 
-def batch_report(executed: pl.DataFrame, evolved: pl.DataFrame, verified: pl.DataFrame) -> dict[str, Any]:
-    """``evol_report`` of one batch from its three stage frames."""
+def batch_report(
+    executed: pl.DataFrame, evolved: pl.DataFrame, verified: pl.DataFrame, samples: int | None = None
+) -> dict[str, Any]:
+    """``evol_report`` of one batch from its three stage frames (``samples``: every sample the
+    batch drew, parsed or not, for the per-sample pass rate)."""
     parsed, executed_evolved = report_views(evolved)
-    return evol_report(executed, parsed, executed_evolved, verified)
+    return evol_report(executed, parsed, executed_evolved, verified, samples=samples)

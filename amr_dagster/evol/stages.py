@@ -17,6 +17,7 @@ from amr_dagster.evol.config import EvolConfig
 from amr_dagster.evol.decomposition import decomposed_modules, retrieval_queries
 from amr_dagster.evol.direct import choose_direct
 from amr_dagster.evol.evolution import evolve_responses
+from amr_dagster.evol.admission import admit_seeds
 from amr_dagster.evol.candidates import from_seed_rows, from_verified_code
 from amr_dagster.evol.module_library import ModuleLibrary
 from amr_dagster.generation.execution import execute_responses
@@ -45,12 +46,20 @@ def batch_candidates(seeds: pl.DataFrame, executed: pl.DataFrame, batch: str) ->
     return pl.concat(frames, how="vertical") if frames else pl.DataFrame(schema=CANDIDATE_SCHEMA)
 
 
-def library_candidates(*, deduped_seeds: pl.DataFrame, executed_responses: pl.DataFrame, batch: str) -> StageResult:
-    """What the batch offers the library: its accepted seeds and its passing direct code."""
+def library_candidates(
+    *, deduped_seeds: pl.DataFrame, executed_responses: pl.DataFrame, batch: str, evolution: EvolConfig, sandbox: Sandbox, limits: Limits
+) -> StageResult:
+    """What the batch offers the library: its accepted seeds (admitted by
+    ``evolution.library_seeds``: run in the sandbox first by default) and its passing direct code."""
     frame = batch_candidates(deduped_seeds, executed_responses, batch)
+    mode = evolution.library_seeds
+    frame, admission = admit_seeds(frame, mode, sandbox if mode == "executed" and frame.height else None, limits)
     inputs = accepted_ids(deduped_seeds) | column_values(passing(executed_responses), "id")
     by_source = dict(frame.group_by("source").len().iter_rows()) if frame.height else {}
-    return StageResult(frame, inputs, metrics={f"candidates_{source}": n for source, n in by_source.items()}, notes={"by_source": by_source})
+    return StageResult(
+        frame, inputs, metrics={f"candidates_{source}": n for source, n in by_source.items()},
+        notes={"by_source": by_source, "admission": admission},
+    )
 
 
 def grow_library(*, data: DataLayout, open_library: Callable[[Path], ModuleLibrary]) -> StageResult:

@@ -15,15 +15,15 @@ import polars as pl
 from amr_dagster.schemas import CONCEPT_SCHEMA
 from amr_dagster.generation.calls import Timer, generate_grouped, llm_failure, usage_of
 from amr_dagster.generation.config import GenerationConfig
-from amr_dagster.generation.fewshot import FewShotLibrary, default_library
+from amr_dagster.generation.fewshot import FewShotLibrary, library_named
 from amr_dagster.generation.parsing import parse_concepts
 from amr_dagster.generation.prompting import (
     Templates,
     choose_shots,
     concepts_prompt,
-    default_templates,
     prompt_version,
     shot_key,
+    templates_named,
 )
 from amr_dagster.ids import row_id, seed_for
 from amr_dagster.llm.base import LLMEngine, LLMRequest, ModelIdentity, SamplingParams
@@ -38,8 +38,11 @@ def truncate_seed(code: str, max_chars: int) -> str:
     return code[: cut if cut > 0 else max_chars]
 
 
-def llm_fields(shots: list, version: str, model_id: str, completion: Any, reason: str | None) -> dict[str, Any]:
-    """The columns every LLM stage records about the call that produced a row."""
+def llm_fields(
+    shots: list, version: str, model_id: str, completion: Any, reason: str | None, profile: str = ""
+) -> dict[str, Any]:
+    """The columns every LLM stage records about the call that produced a row (and the
+    settings profile it ran under)."""
     identity = getattr(completion, "identity", None) or ModelIdentity.from_model_id(model_id)
     return {
         "shot_ids": [s.id for s in shots],
@@ -54,6 +57,7 @@ def llm_fields(shots: list, version: str, model_id: str, completion: Any, reason
         "prompt_tokens": completion.prompt_tokens,
         "completion_tokens": completion.completion_tokens,
         "cached": completion.cached,
+        "profile": profile,
         "status": "accepted" if reason is None else "rejected",
         "reject_reason": reason,
     }
@@ -68,8 +72,8 @@ def seed_concepts(
     templates: Templates | None = None,
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
     """One concepts row per accepted seed (columns id, batch, name, code are read)."""
-    library = library or default_library()
-    templates = templates or default_templates()
+    library = library or library_named(config.fewshot_dir)
+    templates = templates or templates_named(config.templates_file)
     version = prompt_version(templates, library)
     step = templates["concepts"]
     seeds = accepted(frame).to_dicts()
@@ -107,7 +111,7 @@ def seed_concepts(
                 "batch": seed.get("batch"),
                 "seed_name": seed.get("name"),
                 "concepts": list(concepts),
-                **llm_fields(shots, version, engine.model_id, completion, reason),
+                **llm_fields(shots, version, engine.model_id, completion, reason, config.profile),
             }
         )
     out = pl.DataFrame(rows, schema=CONCEPT_SCHEMA)

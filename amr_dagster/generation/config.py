@@ -18,6 +18,7 @@ class GenerationConfig:
     a crash loses at most one chunk's in-flight work.
     """
 
+    profile: str = "embedded"  # the settings profile these values came from (recorded on every row)
     global_seed: int = 0
     #: > 0 caps how many deduplicated seeds of a batch enter generation (the rest are recorded as
     #: rejected ``over_seed_limit``); 0 = no cap
@@ -42,10 +43,19 @@ class GenerationConfig:
     instruction_max_tokens: int = 160
     min_instruction_chars: int = 40
     max_instruction_chars: int = 1500
+    instruction_paragraphs: bool = False  # keep multi-paragraph tasks (else cut at the first blank line)
+    max_instruction_words: int = 200  # sanitizing: longer tasks are rejected (0 = off)
     # I->R
     n_samples: int = 4
     response_temperature: float = 0.7
     response_max_tokens: int = 384
+    # tests that test: fewer assertions, or tests that never use the code, reject the sample
+    min_test_assertions: int = 2
+    tests_must_call_code: bool = True
+    reject_incomplete_code: bool = True  # sanitizing: "TODO", "your code here", ...
+    # prompts: a templates file under prompts/ and a folder of few-shot examples under prompts/
+    templates_file: str = "selfcodealign.yaml"
+    fewshot_dir: str = "fewshot"
 
     def __post_init__(self) -> None:
         if self.n_samples < 1:

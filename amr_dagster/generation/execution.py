@@ -39,15 +39,18 @@ EXECUTION_CHUNK = 32
 def execute_responses(
     frame: pl.DataFrame, sandbox: Sandbox, limits: Limits, label: str = "executed_responses"
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
-    """Run every accepted (parsed) sample of ``frame`` (columns ``code``, ``tests``); progress
-    is reported as task ``label`` counting samples."""
+    """Run every accepted (parsed) sample of ``frame`` (columns ``code``, ``tests``); ``frame``
+    holds every sample (rejected ones too), so the stats carry both pass rates. Progress is
+    reported as task ``label`` counting samples."""
     from amr_dagster.sandbox.verify import verify_rows
+
+    from amr_dagster.evol.report import sample_pass_rates
 
     started = time.perf_counter()
     todo = accepted(frame)
     if todo.is_empty():
         empty = todo.with_columns([pl.lit(None, dtype=t).alias(c) for c, t in VERDICT_COLUMNS.items()])
-        return empty, {"executed": 0, "wall_s": 0.0}
+        return empty, {"executed": 0, "wall_s": 0.0, **sample_pass_rates(frame.height, [])}
     rows = todo.select("id", "code", "tests").to_dicts()
     verdicts: list[dict[str, Any]] = []
     with progress.task(label, total=len(rows), unit="samples") as task:
@@ -71,6 +74,7 @@ def execute_responses(
         "executed": len(verdicts),
         "by_status": dict(statuses),
         "pass_rate": round(statuses.get(Status.PASSED.value, 0) / judged, 4) if judged else 0.0,
+        **sample_pass_rates(frame.height, by_column["sandbox_status"]),
         "infra_errors": statuses.get(Status.INFRA_ERROR.value, 0),
         "backend": getattr(sandbox, "name", ""),
         "wall_s": round(time.perf_counter() - started, 3),

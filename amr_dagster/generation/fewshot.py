@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -186,12 +187,17 @@ def load_library(folder: Path | str = FEWSHOT_DIR) -> FewShotLibrary:
     return FewShotLibrary(examples=ordered, digest=digest.hexdigest())
 
 
-_DEFAULT: FewShotLibrary | None = None
+PROMPTS_DIR = FEWSHOT_DIR.parent
+
+
+@lru_cache(maxsize=8)
+def library_named(name: str = FEWSHOT_DIR.name) -> FewShotLibrary:
+    """A packaged library by its folder name under ``prompts/`` (a profile's ``fewshot_dir``),
+    loaded once per process; an absolute path is taken as is."""
+    folder = Path(name)
+    return load_library(folder if folder.is_absolute() else PROMPTS_DIR / name)
 
 
 def default_library() -> FewShotLibrary:
-    """The packaged library, loaded once per process."""
-    global _DEFAULT
-    if _DEFAULT is None:
-        _DEFAULT = load_library(FEWSHOT_DIR)
-    return _DEFAULT
+    """The packaged default library, loaded once per process."""
+    return library_named(FEWSHOT_DIR.name)

@@ -18,16 +18,16 @@ from amr_dagster.schemas import INSTRUCTION_SCHEMA
 from amr_dagster.generation.calls import Timer, generate_grouped, llm_failure, usage_of
 from amr_dagster.generation.concepts import llm_fields
 from amr_dagster.generation.config import GenerationConfig
-from amr_dagster.generation.fewshot import FewShotLibrary, default_library
+from amr_dagster.generation.fewshot import FewShotLibrary, library_named
 from amr_dagster.generation.parsing import CopyDetector, parse_instruction
 from amr_dagster.generation.prompting import (
     Templates,
     choose_shots,
-    default_templates,
     draw_property,
     instruction_prompt,
     prompt_version,
     shot_key,
+    templates_named,
 )
 from amr_dagster.ids import row_id, seed_for
 from amr_dagster.llm.base import LLMEngine, LLMRequest, SamplingParams
@@ -43,8 +43,8 @@ def instructions(
     templates: Templates | None = None,
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
     """One instruction row per accepted concepts row (reads id, seed_id, batch, concepts)."""
-    library = library or default_library()
-    templates = templates or default_templates()
+    library = library or library_named(config.fewshot_dir)
+    templates = templates or templates_named(config.templates_file)
     version = prompt_version(templates, library)
     step = templates["instructions"]
     copies = CopyDetector({e.id: e.instruction for e in library.examples})
@@ -84,6 +84,8 @@ def instructions(
                 min_chars=config.min_instruction_chars,
                 max_chars=config.max_instruction_chars,
                 copies=copies,
+                paragraphs=config.instruction_paragraphs,
+                max_words=config.max_instruction_words,
             )
             text, reason = parsed.instruction, parsed.reason
         rows.append(
@@ -97,7 +99,7 @@ def instructions(
                 "difficulty": difficulty,
                 "language": config.language,
                 "instruction": text,
-                **llm_fields(shots, version, engine.model_id, completion, reason),
+                **llm_fields(shots, version, engine.model_id, completion, reason, config.profile),
             }
         )
     out = pl.DataFrame(rows, schema=INSTRUCTION_SCHEMA)

@@ -16,6 +16,9 @@ import zlib
 from dataclasses import dataclass
 from typing import Mapping
 
+from amr_dagster.generation.sanitizing import incomplete_marker, too_many_words
+from amr_dagster.generation.weak_tests import weak_tests_reason
+
 FINISH_LENGTH = "length"
 
 # A line that starts another example or repeats a header of the prompt: the answer ended before it.
@@ -130,13 +133,19 @@ def parse_instruction(
     min_chars: int = 40,
     max_chars: int = 1500,
     copies: CopyDetector | None = None,
+    paragraphs: bool = False,
+    max_words: int = 0,
 ) -> ParsedInstruction:
     """The task text up to the next header, blank-line paragraph break or code fence.
 
-    ``copies`` knows the few-shot instructions: a (near-)copy of a shot is not a new task.
+    ``paragraphs``: keep several paragraphs (and code fences inside the task) up to the next
+    header, as the reference's multi-paragraph tasks need. ``copies`` knows the few-shot
+    instructions: a (near-)copy of a shot is not a new task. ``max_words`` > 0 rejects longer
+    tasks (``too_many_words``).
     """
     body = _cut_at_boundary(text)
-    body = body.split("\n\n", 1)[0].split("```", 1)[0]
+    if not paragraphs:
+        body = body.split("\n\n", 1)[0].split("```", 1)[0]
     body = re.sub(r"^\s*instruction\s*:\s*", "", body, flags=re.I).strip()
     if not body:
         return ParsedInstruction("", "empty")
@@ -148,6 +157,9 @@ def parse_instruction(
         return ParsedInstruction(body, f"too_long: {len(body)} chars")
     if _is_repetitive(body):
         return ParsedInstruction(body, "repetitive")
+    wordy = too_many_words(body, max_words)
+    if wordy:
+        return ParsedInstruction(body, wordy)
     copied = copies.match(body) if copies else None
     if copied:
         return ParsedInstruction(body, f"copied_fewshot: {copied}")
@@ -245,14 +257,24 @@ def _salvage_cut_tests(lines: list[str], max_dropped: int = 12) -> str:
     return ""
 
 
-def parse_response(text: str, finish_reason: str, *, copies: CopyDetector | None = None) -> ParsedResponse:
+def parse_response(
+    text: str,
+    finish_reason: str,
+    *,
+    copies: CopyDetector | None = None,
+    min_assertions: int = 2,
+    require_call: bool = True,
+    reject_incomplete: bool = True,
+) -> ParsedResponse:
     """Explanation, the first python block before the tests header, and the tests after it.
 
     An open code block is closed by the tests header when one follows (the model forgot the
     fence); an open tests block at a natural stop is taken as written; a tests block cut by
     ``max_tokens`` keeps its complete statements (a small model often loops on one assert until
     the limit); an open code block at the limit is ``unterminated``. A complete answer followed
-    by rambling that ran into ``max_tokens`` is accepted: the rambling is cut off.
+    by rambling that ran into ``max_tokens`` is accepted: the rambling is cut off. Tests that
+    cannot tell right code from wrong are rejected (``weak_tests``: never call the code, fewer
+    than ``min_assertions`` assertions), and so is unfinished code (``incomplete_code``).
     """
     hit_limit = finish_reason == FINISH_LENGTH
     body = _cut_at_boundary(text)
@@ -303,6 +325,12 @@ def parse_response(text: str, finish_reason: str, *, copies: CopyDetector | None
         return reject(problem, explanation, code, tests)
     if not _has_assert(tests_tree):  # type: ignore[arg-type]
         return reject("no_tests: no assert statements", explanation, code, tests)
+    unfinished = incomplete_marker(explanation, code, tests) if reject_incomplete else None
+    if unfinished:
+        return reject(unfinished, explanation, code, tests)
+    weak = weak_tests_reason(code_tree, tests_tree, min_assertions, require_call)  # type: ignore[arg-type]
+    if weak:
+        return reject(weak, explanation, code, tests)
     copied = copies.match(code) if copies else None
     if copied:
         return reject(f"copied_fewshot: {copied}", explanation, code, tests)

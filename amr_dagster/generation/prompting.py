@@ -15,6 +15,7 @@ from __future__ import annotations
 import random
 import string
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
@@ -78,14 +79,16 @@ def load_templates(path: Path | str = TEMPLATES_PATH) -> Templates:
     return Templates(version=data["version"], steps=steps)
 
 
-_DEFAULT: Templates | None = None
+@lru_cache(maxsize=8)
+def templates_named(name: str = TEMPLATES_PATH.name) -> Templates:
+    """A packaged templates file by its name under ``prompts/`` (a profile's ``templates_file``),
+    loaded once per process; an absolute path is taken as is."""
+    path = Path(name)
+    return load_templates(path if path.is_absolute() else TEMPLATES_PATH.parent / name)
 
 
 def default_templates() -> Templates:
-    global _DEFAULT
-    if _DEFAULT is None:
-        _DEFAULT = load_templates()
-    return _DEFAULT
+    return templates_named(TEMPLATES_PATH.name)
 
 
 def prompt_version(templates: Templates, library: FewShotLibrary) -> str:

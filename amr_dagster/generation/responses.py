@@ -4,7 +4,8 @@ Per accepted instruction: one request with ``n_samples`` samples at ``response_t
 seeded by the instruction id (the engine derives one seed per sample index). Each sample
 becomes one row (``sample_index``, ``parent_id`` = the instruction id) parsed into explanation,
 code and tests; rejections: ``no_code_block``, ``no_tests``, ``unterminated: ...``,
-``syntax_error: code line N``, ``syntax_error: tests line N``, ``copied_fewshot: <id>``,
+``syntax_error: code line N``, ``syntax_error: tests line N``, ``incomplete_code: <marker>``,
+``tests_never_call_code``, ``too_few_assertions: N < M``, ``copied_fewshot: <id>``,
 ``llm_error: ...``. Execution against the tests is the next stage's job.
 """
 
@@ -18,15 +19,15 @@ from amr_dagster.schemas import RESPONSE_SCHEMA
 from amr_dagster.generation.calls import Timer, generate_grouped, llm_failure, usage_of
 from amr_dagster.generation.concepts import llm_fields
 from amr_dagster.generation.config import GenerationConfig
-from amr_dagster.generation.fewshot import FewShotLibrary, default_library
+from amr_dagster.generation.fewshot import FewShotLibrary, library_named
 from amr_dagster.generation.parsing import CopyDetector, parse_response
 from amr_dagster.generation.prompting import (
     Templates,
     choose_shots,
-    default_templates,
     prompt_version,
     response_prompt,
     shot_key,
+    templates_named,
 )
 from amr_dagster.ids import row_id, seed_for
 from amr_dagster.llm.base import LLMEngine, LLMRequest, SamplingParams
@@ -42,8 +43,8 @@ def responses(
     templates: Templates | None = None,
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
     """``n_samples`` rows per accepted instruction (reads id, seed_id, batch, instruction, ...)."""
-    library = library or default_library()
-    templates = templates or default_templates()
+    library = library or library_named(config.fewshot_dir)
+    templates = templates or templates_named(config.templates_file)
     version = prompt_version(templates, library)
     step = templates["responses"]
     copies = CopyDetector({e.id: e.code for e in library.examples})
@@ -75,7 +76,14 @@ def responses(
             reason = llm_failure(completion)
             explanation = code = tests = response = ""
             if reason is None:
-                parsed = parse_response(completion.text, completion.finish_reason, copies=copies)
+                parsed = parse_response(
+                    completion.text,
+                    completion.finish_reason,
+                    copies=copies,
+                    min_assertions=config.min_test_assertions,
+                    require_call=config.tests_must_call_code,
+                    reject_incomplete=config.reject_incomplete_code,
+                )
                 explanation, code, tests, reason = parsed.explanation, parsed.code, parsed.tests, parsed.reason
                 response = parsed.response if code else ""
             rows.append(
@@ -94,7 +102,7 @@ def responses(
                     "explanation": explanation,
                     "code": code,
                     "tests": tests,
-                    **llm_fields(shots, version, engine.model_id, completion, reason),
+                    **llm_fields(shots, version, engine.model_id, completion, reason, config.profile),
                 }
             )
     out = pl.DataFrame(rows, schema=RESPONSE_SCHEMA)

@@ -46,10 +46,14 @@ def write_instructions(*, seed_concepts: pl.DataFrame, generator: LLMEngine, gen
 def sample_responses(*, instructions: pl.DataFrame, generator: LLMEngine, generation: GenerationConfig) -> StageResult:
     """I->R: ``n_samples`` parsed responses per accepted instruction."""
     frame, stats = responses(accepted(instructions), generator, generation)
-    return StageResult(frame, accepted_ids(instructions), stats=stats, metrics={"samples_per_instruction": generation.n_samples})
+    return StageResult(
+        frame, accepted_ids(instructions), stats=stats, metrics={"samples_per_instruction": generation.n_samples},
+        notes={"profile": generation.profile},
+    )
 
 
 def run_in_sandbox(*, responses: pl.DataFrame, sandbox: Sandbox, limits: Limits) -> StageResult:
     """Every parsed sample against its own tests."""
     frame, stats = execute_responses(responses, sandbox, limits)
-    return StageResult(frame, accepted_ids(responses), "id", stats, metrics={"pass_rate": stats.get("pass_rate", 0.0)})
+    rates = ("pass_rate", "pass_rate_per_sample", "pass_rate_per_parsed_sample")
+    return StageResult(frame, accepted_ids(responses), "id", stats, metrics={k: stats.get(k, 0.0) for k in rates})

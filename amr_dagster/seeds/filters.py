@@ -88,6 +88,11 @@ class FilterConfig:
     ngram_threshold: float = DEFAULT_NGRAM_THRESHOLD
     exact_min_tokens: int = DEFAULT_EXACT_MIN_TOKENS
     prose_min_tokens: int = DEFAULT_PROSE_MIN_TOKENS
+    #: the docstring judge (see amr_dagster.seeds.docstring_judge): "signature" (small-model
+    #: default) or "paper" (SelfCodeAlign's: code + docstring, yes-votes must outnumber no-votes)
+    judge_mode: str = "signature"
+    judge_votes: int = 1
+    judge_temperature: float = 0.7
 
 
 def filter_seeds(

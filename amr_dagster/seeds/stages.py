@@ -42,10 +42,11 @@ def filter_seed_functions(
         if engine is not None:
             from amr_dagster.seeds.docstring_judge import make_judge
 
-            judge = make_judge(engine)
+            judge = make_judge(engine, mode=config.judge_mode, votes=config.judge_votes, temperature=config.judge_temperature)
     frame, stats = filter_seeds(accepted(seed_functions), config, judge=judge, decontaminator=decontaminator)
     return StageResult(
-        frame, accepted_ids(seed_functions), "id", stats, metrics={"docstring_judge": int(judge is not None)}
+        frame, accepted_ids(seed_functions), "id", stats, metrics={"docstring_judge": int(judge is not None)},
+        notes={"docstring_judge_mode": config.judge_mode},
     )
 
 

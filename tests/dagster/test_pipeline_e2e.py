@@ -107,6 +107,14 @@ def test_main_job_end_to_end_with_lineage(tmp_path):
     assert {k: card["stages"]["verified_pairs"][k] for k in ("rows", "accepted", "rejected")} == {
         k: pairs_counts[k] for k in ("rows", "accepted", "rejected")}
     parsed, executed_evolved = report_views(frames["evolved_responses"])
-    expected_evolution = combine_reports([evol_report(frames["executed_responses"], parsed, executed_evolved, verified)])
+    expected_evolution = combine_reports([
+        evol_report(frames["executed_responses"], parsed, executed_evolved, verified, samples=frames["responses"].height)
+    ])
     assert card["evolution"] == json.loads(json.dumps(expected_evolution, default=str))
+    # Both pass rates and the profile are in the card.
+    assert card["evolution"]["direct_samples"] == frames["responses"].height
+    text = (dataset / "DATASET_CARD.md").read_text()
+    assert "per sample (every sampled response" in text and "per parsed sample" in text
+    assert card["settings"]["profile"]["name"] == "embedded" and "Settings profile: **embedded**" in text
+    assert set(frames["responses"]["profile"]) == {"embedded"}
     assert "instruction dataset:" in proc.stdout and "sandbox pass rate" in proc.stdout

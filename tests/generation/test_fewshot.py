@@ -56,18 +56,23 @@ print("ran", len(tests))
 """
 
 
-@pytest.mark.parametrize("example", LIBRARY.examples, ids=lambda e: e.id)
-def test_response_passes_its_own_tests(example, tmp_path):
-    (tmp_path / "solution.py").write_text(example.code)
-    (tmp_path / "tests.py").write_text(example.test_code)
-    done = subprocess.run(
+def run_example(example, folder: Path) -> subprocess.CompletedProcess:
+    """Run an example's code and then its tests with RUNNER in ``folder``."""
+    (folder / "solution.py").write_text(example.code)
+    (folder / "tests.py").write_text(example.test_code)
+    return subprocess.run(
         [sys.executable, "-I", "-c", RUNNER, "solution.py", "tests.py"],
-        cwd=tmp_path,
+        cwd=folder,
         capture_output=True,
         text=True,
         timeout=60,
         stdin=subprocess.DEVNULL,
     )
+
+
+@pytest.mark.parametrize("example", LIBRARY.examples, ids=lambda e: e.id)
+def test_response_passes_its_own_tests(example, tmp_path):
+    done = run_example(example, tmp_path)
     assert done.returncode == 0, done.stderr
     ran = int(done.stdout.split()[-1])
     assert ran == example.test_code.count("\ndef test_") + example.test_code.startswith("def test_")

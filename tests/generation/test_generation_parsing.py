@@ -94,9 +94,16 @@ def test_every_recorded_response_parses_to_code_and_tests_or_a_reason():
             assert parsed.response.endswith("```python\n" + parsed.code + "\n```")
         else:
             assert reason_prefix(parsed.reason) in {
-                "no_code_block", "no_tests", "unterminated", "syntax_error", "copied_fewshot"
+                "no_code_block", "no_tests", "unterminated", "syntax_error", "copied_fewshot",
+                "tests_never_call_code", "too_few_assertions", "incomplete_code",
             }, parsed.reason
-    assert None in reasons, "no recorded response parsed: the prompts need work"
+    # The one recorded sample that parses has tests that never call its code (see
+    # test_weak_tests.py): without that rule it is accepted.
+    assert "tests_never_call_code" in reasons
+    assert any(
+        parse_response(c["text"], c["finish_reason"], copies=CODE_COPIES, require_call=False).reason is None
+        for _, c in completions("responses")
+    ), "no recorded response parsed: the prompts need work"
 
 
 # -- pinned: what the parser takes from particular recorded outputs -------------------------
@@ -177,7 +184,8 @@ def test_instruction_short_class_task_is_accepted():
 def test_response_with_tests_looping_to_max_tokens_keeps_complete_asserts():
     c = find("responses", "def test_digits_and_lemmatization(input_list):")
     assert c["finish_reason"] == "length"
-    parsed = parse_response(c["text"], c["finish_reason"], copies=CODE_COPIES)
+    assert parse_response(c["text"], c["finish_reason"], copies=CODE_COPIES).reason == "tests_never_call_code"
+    parsed = parse_response(c["text"], c["finish_reason"], copies=CODE_COPIES, require_call=False)
     assert parsed.reason is None
     assert parsed.explanation.startswith("Print the first letter of a number")
     assert parsed.code.startswith("def test_digits_and_lemmatization(input_list):")
@@ -225,9 +233,9 @@ def test_derived_next_example_after_the_answer_is_cut_off():
     text = _digits_text()
     head = text[: text.index('    assert "7456789"')] + "```\n"
     rambling = head + "\n## Example 5\n### Instruction\nWrite a function `x()`.\n### Response\n```python\nx = (\n"
-    plain = parse_response(head, "stop")
+    plain = parse_response(head, "stop", require_call=False)
     assert plain.reason is None
-    assert parse_response(rambling, "length") == plain
+    assert parse_response(rambling, "length", require_call=False) == plain
 
 
 def test_derived_cut_inside_the_code_block_is_unterminated():

@@ -42,8 +42,13 @@ STAGES = {"concepts": seed_concepts, "instructions": instructions, "responses": 
 SCHEMAS = {"concepts": CONCEPT_SCHEMA, "instructions": INSTRUCTION_SCHEMA, "responses": RESPONSE_SCHEMA}
 REASON_FAMILIES = {
     "concepts": {"unparsed", "unterminated", "llm_error"},
-    "instructions": {"empty", "too_short", "too_long", "unterminated", "repetitive", "copied_fewshot", "llm_error"},
-    "responses": {"no_code_block", "no_tests", "unterminated", "syntax_error", "copied_fewshot", "llm_error"},
+    "instructions": {
+        "empty", "too_short", "too_long", "unterminated", "repetitive", "copied_fewshot", "llm_error", "too_many_words",
+    },
+    "responses": {
+        "no_code_block", "no_tests", "unterminated", "syntax_error", "copied_fewshot", "llm_error",
+        "tests_never_call_code", "too_few_assertions", "incomplete_code",
+    },
 }
 LIBRARY = default_library()
 TEMPLATES = default_templates()

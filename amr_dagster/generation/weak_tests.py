@@ -1,0 +1,66 @@
+"""Whether a sample's own tests can tell right code from wrong ("tests that test").
+
+A sample passes when its code passes its own tests, so the tests are the only evidence. Tests
+that never touch the solution (they check a literal, or a helper they define themselves), or
+that make a single assertion, pass for trivial or wrong code. Such a sample is rejected at
+parse time with its own reason, before it costs a sandbox run:
+
+- ``tests_never_call_code``: no name the code defines at module level (function, class,
+  variable, including methods reached through a class) is used by the tests, or every such
+  name is redefined by the tests themselves (they would test their own copy).
+- ``too_few_assertions: N``: fewer than ``min_assertions`` assertions in all, counted
+  statically: ``assert`` statements plus calls of ``assert*`` methods (``self.assertEqual``,
+  ``np.testing.assert_allclose``) and ``pytest.raises`` blocks. An assertion in a loop counts
+  once: the rule asks for two distinct checks, not two executions.
+"""
+
+from __future__ import annotations
+
+import ast
+
+NEVER_CALLS = "tests_never_call_code"
+TOO_FEW = "too_few_assertions"
+
+
+def defined_names(tree: ast.AST) -> set[str]:
+    """Names bound at the module level of ``tree`` (defs, classes, assignments, imports excluded)."""
+    names: set[str] = set()
+    for node in getattr(tree, "body", []):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                names.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
+    return names
+
+
+def used_names(tree: ast.AST) -> set[str]:
+    """Every name the tests read."""
+    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+
+
+def count_assertions(tree: ast.AST) -> int:
+    """``assert`` statements + ``assert*`` method calls + ``pytest.raises`` context managers."""
+    count = 0
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assert):
+            count += 1
+        elif isinstance(node, ast.Call):
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+            if name.lower().startswith("assert") or name == "raises":
+                count += 1
+    return count
+
+
+def weak_tests_reason(code_tree: ast.AST, tests_tree: ast.AST, min_assertions: int = 2, require_call: bool = True) -> str | None:
+    """The rejection reason for tests that cannot tell right code from wrong, else None."""
+    if require_call:
+        offered = defined_names(code_tree) - defined_names(tests_tree)
+        if not offered & used_names(tests_tree):
+            return NEVER_CALLS
+    found = count_assertions(tests_tree)
+    if found < min_assertions:
+        return f"{TOO_FEW}: {found} < {min_assertions}"
+    return None
