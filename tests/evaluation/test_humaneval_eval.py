@@ -122,7 +122,7 @@ def test_ci_subset_on_the_embedded_model(local_sandbox):
 @pytest.mark.llm
 @pytest.mark.slow
 def test_cli_select_humaneval_eval(tmp_path):
-    env = {**os.environ, "AMR_HOME": str(tmp_path), "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "AMR_HOME": str(tmp_path), "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     env.pop("DAGSTER_HOME", None)
     done = subprocess.run(
         [sys.executable, "-m", "amr_dagster.cli", "run", "--select", "humaneval_eval", "--humaneval-limit", "2",

@@ -14,7 +14,7 @@ from amr_dagster.evol.module_library import from_seed_rows, from_verified_code
 from amr_dagster.outcomes import accepted
 from amr_dagster.seeds.mining import mine_batch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

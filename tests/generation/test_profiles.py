@@ -119,13 +119,16 @@ def test_prompts_fit_the_embedded_context():
     assert len(instruction) / 3 + g.instruction_max_tokens < n_ctx
 
 
-def test_the_generation_resource_carries_the_profile(monkeypatch):
+def test_the_generation_resource_carries_the_profile():
+    """The profile is a field of the generation resource (run config); stages see it applied."""
+    from amr_dagster.cli import build_parser, run_config
+    from amr_dagster.profiles import apply_profile
     from resources.generation import GenerationSettings
 
-    assert GenerationSettings(profile="selfcodealign").config().n_samples == 10
-    assert GenerationSettings(profile="selfcodealign", n_samples=3).config().n_samples == 3
-    assert GenerationSettings().config() == GenerationConfig()
-    monkeypatch.setenv("AMR_PROFILE", "selfcodealign")  # how the CLI's --profile reaches the resource
-    assert GenerationSettings.from_env().config().profile == "selfcodealign"
+    assert apply_profile(GenerationSettings(profile="selfcodealign").to_core()).n_samples == 10
+    assert apply_profile(GenerationSettings(profile="selfcodealign", n_samples=3).to_core()).n_samples == 3
+    assert apply_profile(GenerationSettings().to_core()) == GenerationConfig()
+    args = build_parser().parse_args(["run", "--profile", "selfcodealign"])
+    assert run_config(args, [], {"generation"})["resources"]["generation"]["config"]["profile"] == "selfcodealign"
     with pytest.raises(UnknownProfile, match="known profiles"):
-        GenerationSettings(profile="tiny").config()
+        apply_profile(GenerationSettings(profile="tiny").to_core())
