@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from amr_dagster.evol.embeddings import SentenceEmbedder
-from amr_dagster.evol.module_library import module_text, parse_functions, query_text
+from amr_dagster.evol.functions import module_text, parse_functions, query_text
 
 
 def stdlib_functions() -> list:

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from amr_dagster.evol.admission import SEED_RAN, admit_seeds
-from amr_dagster.evol.module_library import from_seed_rows, from_verified_code
+from amr_dagster.evol.candidates import from_seed_rows, from_verified_code
 from amr_dagster.outcomes import accepted
 from amr_dagster.seeds.mining import mine_batch
 

@@ -16,7 +16,7 @@ from amr_dagster.generation.parsing import parse_response
 from amr_dagster.generation.prompting import instruction_prompt, response_prompt, templates_named
 from amr_dagster.profiles import UnknownProfile, known_profiles, load_profile
 from amr_dagster.seeds.filters import FilterConfig
-from tests.test_fewshot import run_example
+from tests.generation.test_fewshot import run_example
 
 SCALIGN = load_profile("selfcodealign")
 SCALIGN_LIBRARY = library_named(SCALIGN.sections["generation"]["fewshot_dir"])

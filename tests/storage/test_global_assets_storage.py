@@ -9,7 +9,7 @@ import json
 import dagster as dg
 import polars as pl
 
-from amr_dagster.evol.module_library import from_verified_code
+from amr_dagster.evol.candidates import from_verified_code
 from amr_dagster.objectstore import open_store
 from amr_dagster.outcomes import with_status
 from amr_dagster.storage import FrameStore

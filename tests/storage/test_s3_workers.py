@@ -24,7 +24,7 @@ from amr_dagster.outcomes import summarize
 from amr_dagster.seeds.batches import BatchRegistry
 from amr_dagster.storage import FrameStore
 from tests.llama_server import generation_requests, llama_server_process
-from tests.test_dagster_seed_stages import FUNCS_A, FUNCS_B
+from tests.dagster.test_dagster_seed_stages import FUNCS_A, FUNCS_B
 
 STAGES = ["seed_functions", "filtered_seeds", "deduped_seeds", "seed_concepts", "instructions"]
 COUNT_VOWELS = "def count_vowels" + FUNCS_A.split("def count_vowels")[1].split("def no_docstring")[0]

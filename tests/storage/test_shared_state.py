@@ -173,7 +173,8 @@ def test_two_workers_dedup_overlapping_batches_at_once(shared_root, tmp_path) ->
 
 def _library_worker(root: str, cache: str, tag: str, barrier, out) -> None:
     from amr_dagster.evol.embeddings import SentenceEmbedder
-    from amr_dagster.evol.module_library import ModuleLibrary, from_verified_code
+    from amr_dagster.evol.candidates import from_verified_code
+    from amr_dagster.evol.module_library import ModuleLibrary
 
     os.environ["AMR_CACHE_DIR"] = cache
     embedder = SentenceEmbedder()
