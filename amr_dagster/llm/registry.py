@@ -85,20 +85,22 @@ class EngineSpec:
 
 _lock = threading.Lock()
 _live: "weakref.WeakSet" = weakref.WeakSet()
+_live_lock = threading.Lock()  # not _lock: engines register while shared_engine holds _lock
 log = logging.getLogger(__name__)
 
 
 def track(engine: object) -> None:
     """Register an engine with a ``close()`` to be closed at interpreter exit."""
-    with _lock:
+    with _live_lock:
         _live.add(engine)
 
 
 def close_all() -> int:
     """Close every live engine (and forget the shared ones); returns how many were closed."""
-    with _lock:
+    with _live_lock:
         engines = list(_live)
         _live.clear()
+    with _lock:
         _engines.clear()
         _cached_engines.clear()
     for engine in engines:
