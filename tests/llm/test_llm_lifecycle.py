@@ -11,7 +11,7 @@ import pytest
 
 pytestmark = [pytest.mark.llm]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_shared_engine_is_built_once_and_closed_by_close_all():
