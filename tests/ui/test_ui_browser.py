@@ -1,10 +1,11 @@
 """The Dagster UI in a real browser: Debian's chromium driven by Playwright, against
-``dagster dev -w workspace.yaml`` on a fresh instance, with real runs of the real job.
+``dagster dev`` on a fresh instance, with real runs of the real job.
 
 One ``dagster dev`` serves the whole module (own process group, killed as a group: it ignores
 SIGTERM for a while), on free loopback ports, with a ``DAGSTER_HOME`` under tmp (telemetry off)
-and the project's settings in its environment (``AMR_*``): the embedded Gemma 3 270M through
-llama.cpp with small token budgets, the local bubblewrap sandbox, tiny seed files. In order:
+loading the project's code location with fast resource config (``tests/ui/fast_definitions.py``:
+one sample, small token budgets) and the deployment's values in its environment (the embedded
+Gemma 3 270M through llama.cpp, the local bubblewrap sandbox), tiny seed files. In order:
 
 1. the asset graph shows every stage;
 2. the seed stages of a registered partition are materialized with the UI's Materialize
@@ -49,17 +50,15 @@ STAGES = [
     "verified_pairs", "instruction_dataset",
 ]
 SEED_STAGES = ["seed_functions", "filtered_seeds", "deduped_seeds"]
-# The fast configuration: small token budgets, one sample, the local sandbox (see module doc).
-FAST_ENV = {
-    "AMR_LLM_BACKEND": "llama_cpp",
-    "AMR_SANDBOX_BACKEND": "local",
-    "AMR_N_SAMPLES": "1",
-    "AMR_CONCEPTS_MAX_TOKENS": "32",
-    "AMR_INSTRUCTION_MAX_TOKENS": "64",
-    "AMR_RESPONSE_MAX_TOKENS": "160",
-    "AMR_EVOL_DECOMPOSITION_MAX_TOKENS": "96",
-    "AMR_EVOL_EVOLUTION_MAX_TOKENS": "160",
-}
+# The deployment's values (read where a step runs): the embedded engine and the local sandbox.
+# The fast generation settings are the code location's resource config (tests/ui/fast_definitions.py).
+FAST_ENV = {"AMR_LLM_BACKEND": "llama_cpp", "AMR_SANDBOX_BACKEND": "local"}
+WORKSPACE = """load_from:
+  - python_module:
+      module_name: tests.ui.fast_definitions
+      location_name: amr_dagster
+      working_directory: {root}
+"""
 
 SEEDS = {
     "alpha": '''
@@ -147,10 +146,16 @@ class Site:
         out = subprocess.run([sys.executable, "-c", code, str(path)], env=self.env, cwd=ROOT, capture_output=True, text=True, check=True)
         return out.stdout.strip().splitlines()[-1]
 
+    def workspace(self) -> Path:
+        """The project's code location with the fast resource config (tests/ui/fast_definitions.py)."""
+        path = self.base / "workspace.yaml"
+        path.write_text(WORKSPACE.format(root=ROOT))
+        return path
+
     def start(self) -> None:
         dagster = Path(sys.executable).parent / "dagster"
         self.proc = subprocess.Popen(
-            [str(dagster), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(self.port)],
+            [str(dagster), "dev", "-w", str(self.workspace()), "-h", "127.0.0.1", "-p", str(self.port)],
             cwd=ROOT, env=self.env, stdout=self.log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
         )
         deadline = time.monotonic() + 180
