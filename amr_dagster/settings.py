@@ -17,7 +17,7 @@ def data_root() -> str:
 
 def data_dir() -> Path:
     """The data root as a local folder; refuses an ``s3://`` root (use ``data_root()`` and
-    ``amr_dagster.objectstore`` for code that must work on both)."""
+    ``amr_dagster.storage.objectstore`` for code that must work on both)."""
     root = data_root()
     if root.startswith("s3://"):
         raise ValueError(f"the data root {root} is in S3, not a local folder")

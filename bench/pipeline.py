@@ -137,7 +137,7 @@ def run_job(job, site: Site, key: str, assets: list[str]):
 def prepare_seeds(job, n: int, work: Path) -> dict[int, tuple[Site, str]]:
     """Two sites whose ``deduped_seeds`` hold exactly the first N and 4N surviving seeds."""
     from amr_dagster.outcomes import accepted
-    from amr_dagster.storage import FrameStore
+    from amr_dagster.storage.frames import FrameStore
     from bench.corpus import real_functions
 
     want = 4 * n
@@ -185,7 +185,7 @@ def direct_run(site: Site, key: str, engine_factory: Callable[[], Any], sandbox_
     from amr_dagster.generation.responses import responses
     from amr_dagster.outcomes import accepted
     from amr_dagster.sandbox.auto import open_sandbox
-    from amr_dagster.storage import FrameStore
+    from amr_dagster.storage.frames import FrameStore
     from resources.sandbox import SandboxResource
 
     config = generation_config()

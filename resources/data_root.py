@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from amr_dagster.data_root import DataLayout
+from amr_dagster.storage.layout import DataLayout
 
 
 class DataRoot(dg.ConfigurableResource):

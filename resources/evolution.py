@@ -9,7 +9,7 @@ from functools import lru_cache
 
 import dagster as dg
 
-from amr_dagster.data_root import DataLayout
+from amr_dagster.storage.layout import DataLayout
 from amr_dagster.evol.config import EvolConfig
 from resources.derived import CoreResource, derive
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dagster as dg
 import polars as pl
 
-from amr_dagster.storage import FrameStore
+from amr_dagster.storage.frames import FrameStore
 
 
 class ParquetFrameIOManager(dg.IOManager):

@@ -12,7 +12,7 @@ import dagster as dg
 
 from amr_dagster import settings
 from amr_dagster.ids import stable_id
-from amr_dagster.objectstore import is_s3, open_store, split_s3
+from amr_dagster.storage.objectstore import is_s3, open_store, split_s3
 from amr_dagster.seeds.batches import is_seed_entry
 from amr_dagster.seeds.remote import remote_entries
 from resources.s3 import client_factory

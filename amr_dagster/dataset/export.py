@@ -23,7 +23,7 @@ from typing import Any, Iterable
 
 import polars as pl
 
-from amr_dagster.objectstore import LocalObjectStore, ObjectStore
+from amr_dagster.storage.objectstore import LocalObjectStore, ObjectStore
 from amr_dagster.schemas import DATASET_COLUMNS
 from amr_dagster.dataset.code_keys import SeenPairs, code_representation
 from amr_dagster.seeds.decontamination import Decontaminator

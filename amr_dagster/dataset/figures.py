@@ -22,7 +22,7 @@ from html import escape
 from pathlib import Path
 from typing import Any, Mapping
 
-from amr_dagster.objectstore import LocalObjectStore, ObjectStore
+from amr_dagster.storage.objectstore import LocalObjectStore, ObjectStore
 
 ACCEPTED_COLOUR = "#3a9d5d"
 OTHER_COLOUR = "#b8b8b8"

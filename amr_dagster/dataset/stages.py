@@ -14,7 +14,7 @@ from typing import Any, Iterator
 import polars as pl
 
 from amr_dagster.accounting import Markdown, StageResult, column_values
-from amr_dagster.data_root import DataLayout
+from amr_dagster.storage.layout import DataLayout
 from amr_dagster.dataset.export import ExportConfig, attach_lineage, build_dataset, dataset_card, write_dataset
 from amr_dagster.dataset.figures import card_section, inline_markdown, write_figures
 from amr_dagster.dataset.selection import select_verified

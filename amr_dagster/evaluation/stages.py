@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from amr_dagster.accounting import Markdown, StageResult
-from amr_dagster.data_root import DataLayout
+from amr_dagster.storage.layout import DataLayout
 from amr_dagster.evaluation.humaneval import HumanEvalConfig, evaluate, load_problems, scores_markdown
 from amr_dagster.llm.base import LLMEngine
 from amr_dagster.sandbox.base import Sandbox

@@ -12,7 +12,7 @@ from typing import Any, Callable
 import polars as pl
 
 from amr_dagster.accounting import StageResult, accepted_ids, column_values
-from amr_dagster.data_root import DataLayout
+from amr_dagster.storage.layout import DataLayout
 from amr_dagster.evol.config import EvolConfig
 from amr_dagster.evol.decomposition import decomposed_modules, retrieval_queries
 from amr_dagster.evol.direct import choose_direct

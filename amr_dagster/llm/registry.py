@@ -166,7 +166,7 @@ def cache_location(path: str | Path | None = None) -> str:
     """Where a role's cache lives: ``path`` (a SQLite file or an ``s3://`` prefix), else
     ``<data root>/llm_cache.sqlite``, or ``<data root>/llm_cache/`` when the data root is in S3."""
     from amr_dagster import settings
-    from amr_dagster.objectstore import is_s3, join
+    from amr_dagster.storage.objectstore import is_s3, join
 
     if path:
         return str(path) if is_s3(path) else str(Path(path).resolve())
@@ -186,7 +186,7 @@ def shared_cache(path: str | Path | None = None) -> CacheStore:
 
 
 def _open_cache(location: str) -> CacheStore:
-    from amr_dagster.objectstore import is_s3, open_store
+    from amr_dagster.storage.objectstore import is_s3, open_store
 
     if not is_s3(location):
         return SQLiteCache(location)

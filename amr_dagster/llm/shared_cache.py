@@ -16,7 +16,7 @@ from dataclasses import asdict
 
 from amr_dagster.llm.base import Completion
 from amr_dagster.llm.cache import CacheStore
-from amr_dagster.objectstore import ObjectStore
+from amr_dagster.storage.objectstore import ObjectStore
 
 
 class ObjectStoreCache:

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from amr_dagster import settings
-from amr_dagster.objectstore import ObjectStore, is_s3, open_store
+from amr_dagster.storage.objectstore import ObjectStore, is_s3, open_store
 from amr_dagster.seeds.remote import fetch_seed
 from amr_dagster.seeds.sources import SEED_SUFFIXES, batch_fingerprint, is_seed_location
 

@@ -21,7 +21,7 @@ from typing import Iterable
 
 from amr_dagster import settings
 from amr_dagster.ids import stable_id
-from amr_dagster.objectstore import ObjectStore, open_store, split_s3
+from amr_dagster.storage.objectstore import ObjectStore, open_store, split_s3
 from amr_dagster.seeds.sources import SEED_SUFFIXES
 
 

@@ -12,7 +12,7 @@ from typing import Callable
 import polars as pl
 
 from amr_dagster.accounting import StageResult, accepted_ids
-from amr_dagster.data_root import DataLayout
+from amr_dagster.storage.layout import DataLayout
 from amr_dagster.seeds.dedup import SignatureStore
 from amr_dagster.outcomes import accepted
 from amr_dagster.seeds.decontamination import Decontaminator

@@ -7,7 +7,7 @@ import dagster as dg
 import polars as pl
 
 from amr_dagster import progress
-from amr_dagster.cli_live import TerminalProgress
+from amr_dagster.cli.live import TerminalProgress
 from amr_dagster.generation.calls import generate_grouped
 from amr_dagster.generation.execution import execute_responses
 from amr_dagster.llm.base import LLMRequest, SamplingParams
@@ -158,7 +158,7 @@ def test_progress_lands_in_the_event_log_of_a_real_run():
 
 
 def test_stage_hooks_call_back_as_each_step_ends_in_order():
-    from amr_dagster.cli_live import stage_hooks
+    from amr_dagster.cli.live import stage_hooks
 
     seen: list[tuple[str, bool, bool]] = []
 

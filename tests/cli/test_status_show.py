@@ -8,10 +8,10 @@ import pytest
 
 from amr_dagster import cli
 from amr_dagster.seeds.batches import BatchRegistry
-from amr_dagster.show import select_rows, show
-from amr_dagster.status import stage_yield, status_report
-from amr_dagster.storage import FrameStore
-from amr_dagster.text_table import cell, render
+from amr_dagster.cli.show import select_rows, show
+from amr_dagster.cli.status import stage_yield, status_report
+from amr_dagster.storage.frames import FrameStore
+from amr_dagster.cli.text_table import cell, render
 
 STAGES = ["seed_functions", "filtered_seeds", "deduped_seeds", "seed_concepts"]
 

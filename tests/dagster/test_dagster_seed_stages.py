@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 
 from amr_dagster.seeds.batches import BatchRegistry
-from amr_dagster.storage import FrameStore
+from amr_dagster.storage.frames import FrameStore
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED_SELECTION = ["seed_functions", "filtered_seeds", "deduped_seeds"]

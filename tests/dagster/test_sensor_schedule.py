@@ -84,7 +84,7 @@ def test_schedule_requests_missing_partitions_only(amr_env):
 def test_a_batch_dropped_into_the_seeds_folder_is_picked_up_and_processed(amr_storage):
     """What the daemon does with a sensor result: add the partitions, launch the requested run."""
     from amr_dagster.definitions import defs
-    from amr_dagster.storage import FrameStore
+    from amr_dagster.storage.frames import FrameStore
 
     instance = dg.DagsterInstance.get()
     (amr_storage["seeds"] / "second_batch.py").write_text(GOOD)

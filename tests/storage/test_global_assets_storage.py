@@ -10,9 +10,9 @@ import dagster as dg
 import polars as pl
 
 from amr_dagster.evol.candidates import from_verified_code
-from amr_dagster.objectstore import open_store
+from amr_dagster.storage.objectstore import open_store
 from amr_dagster.outcomes import with_status
-from amr_dagster.storage import FrameStore
+from amr_dagster.storage.frames import FrameStore
 
 SHARED = '''
 def running_total(values: list[int]) -> list[int]:

@@ -10,9 +10,9 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from amr_dagster.objectstore import LocalObjectStore, ObjectStore, open_store
+from amr_dagster.storage.objectstore import LocalObjectStore, ObjectStore, open_store
 from amr_dagster.seeds.batches import BatchRegistry
-from amr_dagster.storage import FrameStore
+from amr_dagster.storage.frames import FrameStore
 
 GOOD = 'def double(x: int) -> int:\n    """Return twice the value of x."""\n    return 2 * x\n'
 

@@ -19,10 +19,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from amr_dagster.objectstore import open_store
+from amr_dagster.storage.objectstore import open_store
 from amr_dagster.outcomes import summarize
 from amr_dagster.seeds.batches import BatchRegistry
-from amr_dagster.storage import FrameStore
+from amr_dagster.storage.frames import FrameStore
 from tests.llama_server import generation_requests, llama_server_process
 from tests.dagster.test_dagster_seed_stages import FUNCS_A, FUNCS_B
 
@@ -121,7 +121,7 @@ def test_workers_sharing_only_s3(s3_root, s3_server, llm_server, tmp_path) -> No
     # Each shared near-duplicate is kept exactly once, by the batch whose dedup committed first.
     deduped = {batch: frames.read("deduped_seeds", key) for batch, key in keys.items()}
     from amr_dagster.seeds.dedup import SignatureStore
-    from amr_dagster.shared_state import MINHASH, SharedState
+    from amr_dagster.storage.shared_state import MINHASH, SharedState
 
     os.environ.setdefault("AMR_CACHE_DIR", str(tmp_path / "inspector"))
     ledger = SignatureStore(SharedState(data).read(MINHASH)).batches()

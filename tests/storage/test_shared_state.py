@@ -14,9 +14,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from amr_dagster.objectstore import LocalObjectStore, open_store
-from amr_dagster.shared_folder import CommitConflict, SharedFolder
-from amr_dagster.shared_state import MINHASH, MODULE_LIBRARY, SharedState
+from amr_dagster.storage.objectstore import LocalObjectStore, open_store
+from amr_dagster.storage.shared_folder import CommitConflict, SharedFolder
+from amr_dagster.storage.shared_state import MINHASH, MODULE_LIBRARY, SharedState
 
 
 @pytest.fixture(params=["local", "s3"])

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from amr_dagster import settings
-from amr_dagster.objectstore import ObjectStore, is_s3, join, open_store
-from amr_dagster.shared_state import MINHASH, MODULE_LIBRARY, SharedState
+from amr_dagster.storage.objectstore import ObjectStore, is_s3, join, open_store
+from amr_dagster.storage.shared_state import MINHASH, MODULE_LIBRARY, SharedState
 
 LLM_CACHE_FILE = "llm_cache.sqlite"
 DATASET_FOLDER = "instruction_dataset"
@@ -53,7 +53,7 @@ class DataLayout:
         return open_store(self.url, self._client_factory)
 
     def frames(self):
-        from amr_dagster.storage import FrameStore
+        from amr_dagster.storage.frames import FrameStore
 
         return FrameStore(self.objects())
 

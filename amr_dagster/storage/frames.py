@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator
 import polars as pl
 
 from amr_dagster import settings
-from amr_dagster.objectstore import ObjectStore, open_store
+from amr_dagster.storage.objectstore import ObjectStore, open_store
 
 GLOBAL = "__global__"
 

@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
-from amr_dagster.objectstore import LocalObjectStore, ObjectStore
+from amr_dagster.storage.objectstore import LocalObjectStore, ObjectStore
 
 T = TypeVar("T")
 STATE = ".shared-state.json"

@@ -16,10 +16,10 @@ from typing import Sequence
 import polars as pl
 
 from amr_dagster.outcomes import REASON, STATUS, family_counts, summarize
-from amr_dagster.data_root import DataLayout
+from amr_dagster.storage.layout import DataLayout
 from amr_dagster.seeds.batches import SeedBatch
-from amr_dagster.storage import FrameStore
-from amr_dagster.text_table import render
+from amr_dagster.storage.frames import FrameStore
+from amr_dagster.cli.text_table import render
 
 
 @dataclass

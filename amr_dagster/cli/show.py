@@ -15,10 +15,10 @@ from typing import Sequence
 import polars as pl
 
 from amr_dagster.outcomes import ACCEPTED, REASON, REJECTED, STATUS, family_counts, summarize
-from amr_dagster.status import registered_batches
-from amr_dagster.data_root import DataLayout
-from amr_dagster.storage import FrameStore
-from amr_dagster.text_table import render
+from amr_dagster.cli.status import registered_batches
+from amr_dagster.storage.layout import DataLayout
+from amr_dagster.storage.frames import FrameStore
+from amr_dagster.cli.text_table import render
 
 #: What a row is about, most telling first; the first few present in a stage are shown.
 CONTENT_COLUMNS = (

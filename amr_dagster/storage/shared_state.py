@@ -14,8 +14,8 @@ from typing import Any, Callable, TypeVar
 
 from amr_dagster import settings
 from amr_dagster.ids import stable_id
-from amr_dagster.objectstore import is_s3, open_store
-from amr_dagster.shared_folder import SharedFolder
+from amr_dagster.storage.objectstore import is_s3, open_store
+from amr_dagster.storage.shared_folder import SharedFolder
 
 T = TypeVar("T")
 

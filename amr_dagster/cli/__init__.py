@@ -103,8 +103,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from amr_dagster import progress
-    from amr_dagster.cli_live import TerminalProgress, stage_hooks
-    from amr_dagster.data_root import DataLayout
+    from amr_dagster.cli.live import TerminalProgress, stage_hooks
+    from amr_dagster.storage.layout import DataLayout
     from amr_dagster.definitions import defs
     from amr_dagster.seeds.stdlib_batch import write_stdlib_batch
     from assets import EVAL_ASSETS, GLOBAL_ASSETS, PARTITIONED_ASSETS
@@ -234,14 +234,14 @@ def _partitioned_stages() -> list[str]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from amr_dagster.status import status_report
+    from amr_dagster.cli.status import status_report
 
     print(status_report(data_root_of(args), _partitioned_stages(), batch=args.batch))
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from amr_dagster.show import show, show_report
+    from amr_dagster.cli.show import show, show_report
 
     stages = _partitioned_stages()
     if args.stage not in stages:
@@ -311,7 +311,3 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
