@@ -81,7 +81,7 @@ def test_cli_flags_travel_as_run_config_and_a_graphql_launch_writes_the_same_fra
 
     argv = [
         "run", "--seeds", str(seeds), "--select", ",".join(SEED_STAGES), "--stdlib-files", "3",
-        "--max-seeds", "5", "--n-samples", "2", "--data-dir", str(data), "--no-typecheck", "--no-judge",
+        "--max-seeds", "5", "--n-samples", "2", "--profile", "embedded", "--data-dir", str(data), "--no-typecheck", "--no-judge",
         "--benchmark", str(benchmark), "--llm-backend", "none", "--sandbox", "local", "-v",
         "--set", "deduped_seeds.threshold=0.8", "--set", "generation.response_max_tokens=99",
         "--set", "evolution.use_retrieval=false",
@@ -97,7 +97,7 @@ def test_cli_flags_travel_as_run_config_and_a_graphql_launch_writes_the_same_fra
     resources = {k: v["config"] for k, v in config["resources"].items()}
     assert resources["data_root"] == {"path": str(data.resolve())}
     assert resources["generator"] == resources["teacher"] == {"backend": "none"}
-    assert resources["generation"] == {"max_seeds": 5, "n_samples": 2, "response_max_tokens": 99}
+    assert resources["generation"] == {"max_seeds": 5, "n_samples": 2, "profile": "embedded", "response_max_tokens": 99}
     assert resources["evolution"] == {"use_retrieval": False}
     assert resources["benchmarks"] == {"extra_files": [str(benchmark.resolve())]}
     assert resources["sandbox"] == {"backend": "local"}
