@@ -18,7 +18,7 @@ from amr_dagster.generation.parsing import parse_instruction, parse_response
 from amr_dagster.generation.sanitizing import incomplete_marker, too_many_words
 from amr_dagster.generation.weak_tests import count_assertions, weak_tests_reason
 
-RECORDED = Path(__file__).parent / "fixtures" / "recorded"
+RECORDED = Path(__file__).resolve().parents[1] / "fixtures" / "recorded"
 LIBRARY = default_library()
 
 
