@@ -7,7 +7,7 @@ therefore get these settings as resource config, visible in each run's config.""
 
 import dagster as dg
 
-from amr_dagster.definitions import defs as project
+from amr_dagster import definitions as project_location
 from resources.evolution import EvolSettings
 from resources.generation import GenerationSettings
 
@@ -16,12 +16,14 @@ FAST_RESOURCES = {
     "evolution": EvolSettings(decomposition_max_tokens=96, evolution_max_tokens=160),
 }
 
+_project = project_location.defs  # not bound at module scope: Dagster loads exactly one Definitions
 defs = dg.Definitions(
-    assets=project.assets,
-    asset_checks=project.asset_checks,
-    jobs=project.jobs,
-    sensors=project.sensors,
-    schedules=project.schedules,
-    resources={**project.resources, **FAST_RESOURCES},
-    executor=project.executor,
+    assets=_project.assets,
+    asset_checks=_project.asset_checks,
+    jobs=_project.jobs,
+    sensors=_project.sensors,
+    schedules=_project.schedules,
+    resources={**_project.resources, **FAST_RESOURCES},
+    executor=_project.executor,
 )
+del _project
