@@ -37,9 +37,10 @@ from dataclasses import replace
 
 from amr_dagster.generation.config import GenerationConfig
 from amr_dagster.generation.fewshot import default_library
-from amr_dagster.generation.prompting import choose_shots, default_templates, response_prompt, shot_key
-from amr_dagster.ids import row_id, seed_for
-from amr_dagster.llm.base import LLMRequest, SamplingParams, per_sample
+from amr_dagster.generation.prompting import default_templates
+from amr_dagster.generation.responses import response_request
+from amr_dagster.ids import row_id
+from amr_dagster.llm.base import LLMRequest, per_sample
 
 
 def uptime() -> str:
@@ -49,26 +50,13 @@ def uptime() -> str:
 def response_requests(instructions: int, config: GenerationConfig) -> list[LLMRequest]:
     """The pipeline's I->R requests for the library's first ``instructions`` instructions, one per sample."""
     library, templates = default_library(), default_templates()
-    step = templates["responses"]
     examples = list(library.examples)
     if instructions > len(examples):
         raise SystemExit(f"the few-shot library holds {len(examples)} instructions, asked for {instructions}")
     requests = []
     for example in examples[:instructions]:
         parent_id = row_id("bench-engines", example.id)
-        key = f"{example.category}/{shot_key(parent_id, config.shot_sets)}"
-        shots = choose_shots(
-            library, key, config.response_shots, config.global_seed, "responses", prefer_category=example.category
-        )
-        params = SamplingParams(
-            n=config.n_samples,
-            temperature=config.response_temperature,
-            top_p=config.top_p,
-            max_tokens=config.response_max_tokens,
-            stop=step.stop,
-            seed=seed_for(parent_id, config.global_seed, "responses") & 0x7FFFFFFF,
-        )
-        request = LLMRequest(prompt=response_prompt(templates, shots, example.instruction), params=params, tag=parent_id)
+        request, _, _ = response_request(parent_id, example.category, example.instruction, config, library, templates)
         requests.extend(per_sample(request))
     return requests
 

@@ -34,6 +34,25 @@ from amr_dagster.llm.base import LLMEngine, LLMRequest, SamplingParams
 from amr_dagster.outcomes import accepted, summarize
 
 
+def response_request(
+    parent_id: str, category: str | None, instruction: str, config: GenerationConfig, library: FewShotLibrary, templates: Templates
+) -> tuple[LLMRequest, str, list]:
+    """The I->R request of one instruction (its few-shot key and shots too): the pipeline's and
+    ``bench.engines``' one definition of the prompt and sampling parameters."""
+    key = f"{category}/{shot_key(parent_id, config.shot_sets)}"
+    shots = choose_shots(library, key, config.response_shots, config.global_seed, "responses", prefer_category=category)
+    params = SamplingParams(
+        n=config.n_samples,
+        temperature=config.response_temperature,
+        top_p=config.top_p,
+        max_tokens=config.response_max_tokens,
+        stop=templates["responses"].stop,
+        seed=seed_for(parent_id, config.global_seed, "responses") & 0x7FFFFFFF,
+    )
+    request = LLMRequest(prompt=response_prompt(templates, shots, instruction), params=params, tag=parent_id)
+    return request, key, shots
+
+
 def responses(
     frame: pl.DataFrame,
     engine: LLMEngine,
@@ -46,27 +65,13 @@ def responses(
     library = library or library_named(config.fewshot_dir)
     templates = templates or templates_named(config.templates_file)
     version = prompt_version(templates, library)
-    step = templates["responses"]
     copies = CopyDetector({e.id: e.code for e in library.examples})
     parents = accepted(frame).to_dicts()
     with Timer() as timer:
         requests, keys, shot_lists = [], [], []
         for parent in parents:
-            category = parent.get("category")
-            key = f"{category}/{shot_key(parent['id'], config.shot_sets)}"
-            shots = choose_shots(
-                library, key, config.response_shots, config.global_seed, "responses", prefer_category=category
-            )
-            params = SamplingParams(
-                n=config.n_samples,
-                temperature=config.response_temperature,
-                top_p=config.top_p,
-                max_tokens=config.response_max_tokens,
-                stop=step.stop,
-                seed=seed_for(parent["id"], config.global_seed, "responses") & 0x7FFFFFFF,
-            )
-            prompt = response_prompt(templates, shots, parent["instruction"])
-            requests.append(LLMRequest(prompt=prompt, params=params, tag=parent["id"]))
+            request, key, shots = response_request(parent["id"], parent.get("category"), parent["instruction"], config, library, templates)
+            requests.append(request)
             keys.append(key)
             shot_lists.append(shots)
         answers = generate_grouped(engine, requests, keys, config.chunk_size, label="responses")
