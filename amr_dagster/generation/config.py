@@ -32,6 +32,8 @@ class GenerationConfig:
     response_shots: int = 3
     shot_sets: int = 8
     chunk_size: int = 16
+    #: draw few-shot examples only of these difficulties (empty = all): see ``choose_shots``
+    shot_difficulties: tuple[str, ...] = ()
     top_p: float = 0.95
     # S->C
     concepts_temperature: float = 0.0
@@ -64,6 +66,6 @@ class GenerationConfig:
             raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
         if not self.categories or not self.difficulties:
             raise ValueError("categories and difficulties must not be empty")
-        if not isinstance(self.categories, tuple) or not isinstance(self.difficulties, tuple):
-            object.__setattr__(self, "categories", tuple(self.categories))
-            object.__setattr__(self, "difficulties", tuple(self.difficulties))
+        for name in ("categories", "difficulties", "shot_difficulties"):
+            if not isinstance(getattr(self, name), tuple):
+                object.__setattr__(self, name, tuple(getattr(self, name)))

@@ -57,7 +57,8 @@ def instructions(
             # Rows of one shot set and one category share the whole few-shot prefix.
             key = f"{category}/{shot_key(parent['id'], config.shot_sets)}"
             shots = choose_shots(
-                library, key, config.instruction_shots, config.global_seed, "instructions", prefer_category=category
+                library, key, config.instruction_shots, config.global_seed, "instructions",
+                prefer_category=category, difficulties=config.shot_difficulties,
             )
             prompt = instruction_prompt(templates, shots, parent["concepts"], category, difficulty, config.language)
             params = SamplingParams(

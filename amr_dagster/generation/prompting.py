@@ -113,13 +113,19 @@ def choose_shots(
     global_seed: int,
     salt: str,
     prefer_category: str | None = None,
+    difficulties: Sequence[str] = (),
 ) -> list[FewShotExample]:
     """``k`` distinct examples drawn with a seed from ``key``.
 
     With ``prefer_category`` the last shot (the one nearest the query, which a small model
-    imitates most) is of that category when the library has one.
+    imitates most) is of that category when the library has one. ``difficulties`` (empty = all)
+    draws only examples of those difficulties, unless fewer than ``k`` of them exist: short easy
+    examples are what a small model can imitate to the end.
     """
     examples = list(library.examples)
+    if difficulties:
+        chosen = [e for e in examples if e.difficulty in difficulties]
+        examples = chosen if len(chosen) >= k else examples
     k = max(0, min(k, len(examples)))
     rng = random.Random(seed_for(key, global_seed, salt))
     if prefer_category is None or k == 0:

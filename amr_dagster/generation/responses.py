@@ -40,7 +40,10 @@ def response_request(
     """The I->R request of one instruction (its few-shot key and shots too): the pipeline's and
     ``bench.engines``' one definition of the prompt and sampling parameters."""
     key = f"{category}/{shot_key(parent_id, config.shot_sets)}"
-    shots = choose_shots(library, key, config.response_shots, config.global_seed, "responses", prefer_category=category)
+    shots = choose_shots(
+        library, key, config.response_shots, config.global_seed, "responses",
+        prefer_category=category, difficulties=config.shot_difficulties,
+    )
     params = SamplingParams(
         n=config.n_samples,
         temperature=config.response_temperature,

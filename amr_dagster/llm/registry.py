@@ -50,6 +50,8 @@ class EngineSpec:
     gpu_memory_utilization: float = 0.9  # GPU only (vLLM's CPU build gets an explicit KV cache size)
     max_model_len: int = 0  # 0 = the model's own
     enable_prefix_caching: bool = True
+    #: vLLM only: skip graph compilation (a start minutes shorter on a CPU; see the README's engines)
+    enforce_eager: bool = False
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -67,6 +69,7 @@ class EngineSpec:
                 self.gpu_memory_utilization,
                 self.max_model_len,
                 self.enable_prefix_caching,
+                self.enforce_eager,
             )
         return (
             self.backend,
@@ -145,6 +148,7 @@ def build_engine(spec: EngineSpec) -> LLMEngine:
             gpu_memory_utilization=spec.gpu_memory_utilization,
             max_model_len=spec.max_model_len or None,
             enable_prefix_caching=spec.enable_prefix_caching,
+            enforce_eager=spec.enforce_eager,
         )
     if spec.backend == "cache_only":  # replay a filled cache; every miss raises (llm/replay.py)
         from amr_dagster.llm.replay import CacheOnlyEngine

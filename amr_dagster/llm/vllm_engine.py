@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Iterator, Sequence
@@ -57,7 +58,13 @@ CPU_MAX_MODEL_LEN = 8192
 
 
 def import_vllm() -> ModuleType:
-    """``vllm``, or ``EngineUnavailable`` saying which extra installs it."""
+    """``vllm``, or ``EngineUnavailable`` saying which extra installs it.
+
+    vLLM logs every engine step at INFO from its own processes, which buried the CLI's stage
+    lines under hundreds of lines per run; it logs at WARNING here unless the user set
+    ``VLLM_LOGGING_LEVEL`` (read when vLLM is imported, and inherited by its engine core).
+    """
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     try:
         return importlib.import_module("vllm")
     except ImportError as exc:

@@ -153,6 +153,19 @@ def test_last_shot_matches_the_requested_category():
             assert shots[-1].category == category and len({s.id for s in shots}) == 3
 
 
+def test_shot_difficulties_restrict_the_draw_unless_too_few_examples():
+    easy = sum(e.difficulty == "easy" for e in LIBRARY.examples)
+    assert 3 <= easy < len(LIBRARY.examples)
+    for i in range(20):
+        shots = choose_shots(LIBRARY, f"k{i}", 3, 0, "responses", prefer_category="function", difficulties=("easy",))
+        assert {s.difficulty for s in shots} == {"easy"} and shots[-1].category == "function"
+    # asking for more shots than the difficulty has falls back to the whole library
+    shots = choose_shots(LIBRARY, "k", easy + 1, 0, "responses", difficulties=("easy",))
+    assert len(shots) == easy + 1 and {s.difficulty for s in shots} != {"easy"}
+    # empty = no restriction (the default), and the draw is unchanged by the new argument
+    assert choose_shots(LIBRARY, "k", 3, 0, "responses") == choose_shots(LIBRARY, "k", 3, 0, "responses", difficulties=())
+
+
 def test_rows_of_one_shot_set_are_sent_together():
     keys = ["b", "a", "b", "c", "a"]
     order = order_for_prefix_reuse(keys, ["r1", "r2", "r3", "r4", "r5"])

@@ -1,0 +1,158 @@
+"""Benchmark: verified pairs per hour of generation settings, on one engine and one set of seeds.
+
+``python -m bench.data_yield --from DATA_DIR [--backend vllm] [--variant NAME:FIELD=VALUE;...]``
+
+Issue 12 asks which generation settings turn a small base model's time into verified pairs.
+This runs the pipeline's own C->I (``instructions``), I->R (``responses``) and execution
+(``execute_responses``, local bubblewrap sandbox) functions on the accepted ``seed_concepts``
+rows of a finished run's data root, once per variant, on ONE engine loaded once and without
+the LLM cache, so every variant pays for its own calls. A variant is the project defaults
+(``GenerationConfig()``, the ``embedded`` profile) with some fields replaced, e.g.
+``n16:n_samples=16`` or ``easy:difficulties=easy,easy,medium``.
+
+Per variant: instructions, samples, samples cut at ``max_tokens``, parsed samples, passed
+samples, both pass rates (per sample, per parsed sample), instructions with at least one
+passing sample (what ``verified_pairs`` can keep before the AMR-Evol stages add any), LLM and
+sandbox seconds, and **pairs per hour** = instructions with a pass / (LLM + sandbox seconds).
+Engine start is excluded and printed apart. With ``--rounds 2`` the variants run in the given
+order, then in reverse, so a load change on a shared machine hits each variant at both ends;
+counts and seconds are summed over rounds (a variant's calls differ between rounds only by the
+engine's sampling: vLLM's CPU build is unseeded).
+
+The last line is ``data_yield: best <name> <p> pairs/h, <r>x <first variant>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+import polars as pl
+import yaml
+
+from amr_dagster.generation.config import GenerationConfig
+from amr_dagster.generation.execution import execute_responses
+from amr_dagster.generation.instructions import instructions
+from amr_dagster.generation.parsing import FINISH_LENGTH
+from amr_dagster.generation.responses import responses
+from amr_dagster.llm.registry import EngineSpec, build_engine
+from amr_dagster.outcomes import accepted
+from amr_dagster.sandbox.auto import open_sandbox
+from amr_dagster.sandbox.base import Limits
+
+
+def parse_variant(text: str) -> tuple[str, dict]:
+    """``NAME:FIELD=VALUE;FIELD=VALUE`` (values in YAML; a comma list becomes a tuple)."""
+    name, _, body = text.partition(":")
+    known = {f.name for f in fields(GenerationConfig)}
+    overrides = {}
+    for part in filter(None, body.split(";")):
+        key, _, raw = part.partition("=")
+        if key not in known:
+            raise SystemExit(f"unknown GenerationConfig field {key!r} in variant {text!r}")
+        value = yaml.safe_load(raw)
+        if isinstance(value, str) and "," in value:
+            value = tuple(v.strip() for v in value.split(","))
+        overrides[key] = tuple(value) if isinstance(value, list) else value
+    return name, overrides
+
+
+@dataclass
+class Tally:
+    """One variant's counts and seconds, summed over rounds."""
+
+    instructions: int = 0
+    samples: int = 0
+    cut: int = 0
+    parsed: int = 0
+    passed: int = 0
+    with_pass: int = 0
+    llm_s: float = 0.0
+    sandbox_s: float = 0.0
+    reasons: Counter = field(default_factory=Counter)
+
+    def line(self, name: str) -> str:
+        per_sample = self.passed / self.samples if self.samples else 0.0
+        per_parsed = self.passed / self.parsed if self.parsed else 0.0
+        return (
+            f"{name:14s} instr {self.instructions:4d}  samples {self.samples:5d}  cut {self.cut:4d}  "
+            f"parsed {self.parsed:4d}  passed {self.passed:3d}  per-sample {per_sample:6.2%}  "
+            f"per-parsed {per_parsed:6.2%}  instr-with-pass {self.with_pass:3d}  "
+            f"llm {self.llm_s:6.0f}s  sandbox {self.sandbox_s:5.0f}s  {self.per_hour():6.1f} pairs/h"
+        )
+
+    def per_hour(self) -> float:
+        seconds = self.llm_s + self.sandbox_s
+        return 3600.0 * self.with_pass / seconds if seconds else 0.0
+
+
+def run_variant(concepts: pl.DataFrame, engine, sandbox, config: GenerationConfig, tally: Tally) -> None:
+    started = time.perf_counter()
+    tasks, _ = instructions(concepts, engine, config)
+    samples, _ = responses(tasks, engine, config)
+    tally.llm_s += time.perf_counter() - started
+    started = time.perf_counter()
+    executed, _ = execute_responses(samples, sandbox, Limits())
+    tally.sandbox_s += time.perf_counter() - started
+    tally.instructions += accepted(tasks).height
+    tally.samples += samples.height
+    tally.cut += samples.filter(pl.col("finish_reason") == FINISH_LENGTH).height
+    tally.parsed += accepted(samples).height
+    passing = accepted(executed)
+    tally.passed += passing.height
+    tally.with_pass += passing.get_column("parent_id").n_unique() if passing.height else 0
+    tally.reasons.update(r.split(":", 1)[0] for r in samples.get_column("reject_reason").drop_nulls())
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
+    parser.add_argument("--from", dest="data_dir", required=True, help="data root of a finished run (seed_concepts frames)")
+    parser.add_argument("--backend", default="vllm", choices=("vllm", "llama_cpp"))
+    parser.add_argument("--seeds", type=int, default=0, help="use the first N accepted concept rows (0 = all)")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--enforce-eager", action="store_true", help="vLLM without graph compilation")
+    parser.add_argument("--variant", action="append", default=[], help="NAME:FIELD=VALUE;... (repeatable; first = baseline)")
+    args = parser.parse_args(argv)
+
+    frames = sorted(Path(args.data_dir, "seed_concepts").glob("*.parquet"))
+    if not frames:
+        raise SystemExit(f"no seed_concepts frames under {args.data_dir}")
+    concepts = accepted(pl.concat([pl.read_parquet(f) for f in frames], how="diagonal_relaxed"))
+    if args.seeds:
+        concepts = concepts.head(args.seeds)
+    variants = [parse_variant(v) for v in (args.variant or ["defaults:"])]
+    configs = {name: replace(GenerationConfig(), **overrides) for name, overrides in variants}
+    print(f"{concepts.height} concept rows from {len(frames)} frame(s); variants: "
+          + "; ".join(f"{n} {o or '(defaults)'}" for n, o in variants), flush=True)
+
+    started = time.perf_counter()
+    engine = build_engine(EngineSpec(backend=args.backend, enforce_eager=args.enforce_eager))
+    sandbox = open_sandbox("local")
+    print(f"engine start (excluded): {time.perf_counter() - started:.0f}s ({engine.model_id})", flush=True)
+    tallies = {name: Tally() for name, _ in variants}
+    try:
+        for round_no in range(args.rounds):
+            order = list(configs) if round_no % 2 == 0 else list(reversed(configs))
+            for name in order:
+                run_variant(concepts, engine, sandbox, configs[name], tallies[name])
+                print(f"round {round_no + 1} {tallies[name].line(name)}", flush=True)
+    finally:
+        sandbox.close()
+        engine.close()
+    print()
+    for name, tally in tallies.items():
+        print(tally.line(name))
+        print(f"{'':14s} rejections: {dict(tally.reasons.most_common(6))}")
+    first = variants[0][0]
+    best = max(tallies, key=lambda n: tallies[n].per_hour())
+    base = tallies[first].per_hour()
+    ratio = tallies[best].per_hour() / base if base else float("inf")
+    print(f"data_yield: best {best} {tallies[best].per_hour():.1f} pairs/h, {ratio:.2f}x {first}")
+
+
+if __name__ == "__main__":  # vLLM starts its engine core with multiprocessing: keep the guard
+    sys.exit(main())
