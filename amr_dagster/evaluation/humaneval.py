@@ -5,7 +5,7 @@ problem's prompt (signature + docstring); the completion is cut at the first lin
 a new top-level statement (``def``, ``class``, ``if __name__``, ``print``, a comment, an
 assert), as Codex-style evaluation does. The program ``prompt + completion`` then runs with the
 problem's ``test`` code and ``check(<entry_point>)`` in the sandbox, exactly as
-``tests/test_sandbox_humaneval.py`` runs the canonical solutions (all 164 of which pass there).
+``tests/sandbox/test_sandbox_humaneval.py`` runs the canonical solutions (all 164 of which pass there).
 
 Scores (``infra_error`` verdicts are sandbox faults: left out of every denominator, counted):
 
