@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from amr_dagster import settings
 from amr_dagster.storage.objectstore import ObjectStore, is_s3, join, open_store
-from amr_dagster.storage.shared_state import MINHASH, MODULE_LIBRARY, SharedState
+from amr_dagster.storage.shared_state import EXPORT_STATE, MINHASH, MODULE_LIBRARY, SharedState
 
 LLM_CACHE_FILE = "llm_cache.sqlite"
 DATASET_FOLDER = "instruction_dataset"
@@ -73,6 +73,14 @@ class DataLayout:
     def update_library(self, work):
         """Run ``work(folder)`` on the module library and publish it as one ordered commit."""
         return self.shared_state().update(MODULE_LIBRARY, work)
+
+    def update_export_state(self, work):
+        """Run ``work(folder)`` on the export's state and publish it as one ordered commit."""
+        return self.shared_state().update(EXPORT_STATE, work)
+
+    def minhash_dir(self) -> Path:
+        """A local folder holding the seed MinHash store's latest committed state (for reading)."""
+        return self.shared_state().read(MINHASH)
 
     def library_dir(self) -> Path:
         """A local folder holding the library's latest committed state (for reading)."""

@@ -70,12 +70,13 @@ def test_global_assets_on_the_data_root(amr_storage) -> None:
     assert meta["committed_batches"]["batch-b"]["added"] == 1
 
     export = open_store(str(amr_storage["data"])).child("instruction_dataset")
-    records = [json.loads(line) for line in export.get("dataset.jsonl").decode().splitlines()]
+    records = [json.loads(line) for b in ("batch-a", "batch-b") for line in export.get(f"data/{b}.jsonl").decode().splitlines()]
     # The shared pair is exported once (output near-dedup); each batch's own pair stays.
     assert sorted(r["id"] for r in records) == ["a-pair-0", "a-pair-1", "b-pair-0"]
     card = json.loads(export.get("card.json"))
     assert card["stats"]["exported"] == 3 and card["stats"]["pairs_in"] == 4
-    assert export.exists("DATASET_CARD.md") and export.exists("dataset.parquet") and export.exists("judged_pairs.parquet")
+    assert export.exists("DATASET_CARD.md") and export.exists("data/batch-b.parquet") and export.exists("judged/batch-a.parquet")
+    assert [s["jsonl"] for s in card["shards"]] == ["data/batch-a.jsonl", "data/batch-b.jsonl"]
 
     # Materializing again commits nothing new: each batch's snapshot is reused.
     again = dg.materialize(GLOBAL_ASSETS, resources=default_resources(), instance=dg.DagsterInstance.get())
