@@ -63,13 +63,11 @@ def settings_fingerprint(config: ExportConfig, decontaminator: Decontaminator) -
 
 
 def batch_stamps(frames: FrameStore, stages: Iterable[str] = PARTITIONED_STAGES) -> dict[str, dict[str, str]]:
-    """batch -> {stage: stamp of its Parquet file} (size and mtime locally, ETag on S3): one
-    listing per stage, nothing read."""
+    """batch -> {stage: stamp of its Parquet file}: one listing per stage, nothing read."""
     out: dict[str, dict[str, str]] = {}
     for stage in stages:
-        for key, stamp in frames.objects.stamps(stage):
-            if key.count("/") == 1 and key.endswith(".parquet"):
-                out.setdefault(key.split("/", 1)[1][: -len(".parquet")], {})[stage] = stamp
+        for batch, stamp in frames.stamps(stage).items():
+            out.setdefault(batch, {})[stage] = stamp
     return out
 
 
@@ -124,11 +122,6 @@ def read_batch(frames: FrameStore, batch: str, stamps: dict[str, str]) -> BatchR
     return BatchRead(json.loads(json.dumps(summary, default=str)), sha, loaded.get(PAIRS))
 
 
-def arrival_order(signature_ledger: Path) -> list[str]:
-    """Batches in the order seed dedup first saw them (``SignatureStore`` ledger)."""
-    return SignatureStore(signature_ledger.parent).batches() if signature_ledger.is_file() else []
-
-
 @dataclass
 class ExportUpdate:
     """What one ``ExportState.update`` did (for metadata and the card)."""
@@ -171,7 +164,7 @@ class ExportState:
     def update(self, frames: FrameStore, out: ObjectStore, arrival: list[str], stamps: dict[str, dict[str, str]] | None = None) -> tuple[dict[str, Any], ExportUpdate]:
         """Bring the state and the published shards up to date with the frame store.
 
-        ``arrival``: the order new batches are judged in (``arrival_order``); ``stamps``:
+        ``arrival``: the order new batches are judged in (``DataLayout.arrival_order``); ``stamps``:
         ``batch_stamps(frames)`` when the caller listed them already.
         """
         stamps = batch_stamps(frames) if stamps is None else stamps

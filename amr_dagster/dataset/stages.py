@@ -16,7 +16,7 @@ import polars as pl
 from amr_dagster.accounting import Markdown, StageResult, column_values
 from amr_dagster.storage.layout import DataLayout
 from amr_dagster.dataset.export import ExportConfig, attach_lineage, dataset_card
-from amr_dagster.dataset.incremental import ExportState, arrival_order, batch_stamps, shard_names, sum_stages
+from amr_dagster.dataset.incremental import ExportState, batch_stamps, shard_names, sum_stages
 from amr_dagster.dataset.figures import card_section, inline_markdown, write_figures
 from amr_dagster.dataset.selection import select_verified
 from amr_dagster.evol.report import batch_report, combine_reports
@@ -78,7 +78,7 @@ def export_dataset(
     started = time.perf_counter()
     frames, folder = data.frames(), data.dataset_store()
     stamps = batch_stamps(frames)
-    arrival = arrival_order(data.minhash_dir() / "ledger.json")
+    arrival = data.arrival_order()
     state, update = data.update_export_state(
         lambda state_dir: ExportState(state_dir, config, decontaminator).update(frames, folder, arrival, stamps)
     )

@@ -78,9 +78,12 @@ class DataLayout:
         """Run ``work(folder)`` on the export's state and publish it as one ordered commit."""
         return self.shared_state().update(EXPORT_STATE, work)
 
-    def minhash_dir(self) -> Path:
-        """A local folder holding the seed MinHash store's latest committed state (for reading)."""
-        return self.shared_state().read(MINHASH)
+    def arrival_order(self) -> list[str]:
+        """Seed batches in the order seed dedup first saw them (the MinHash store's ledger): the
+        order the global assets add new batches in, however many arrive per run."""
+        from amr_dagster.seeds.dedup import SignatureStore
+
+        return SignatureStore(self.shared_state().read(MINHASH)).batches()
 
     def library_dir(self) -> Path:
         """A local folder holding the library's latest committed state (for reading)."""
