@@ -29,13 +29,15 @@ settings or benchmarks re-judge everything.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
 import shutil
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import polars as pl
 
@@ -168,6 +170,10 @@ class ExportState:
         ``batch_stamps(frames)`` when the caller listed them already.
         """
         stamps = batch_stamps(frames) if stamps is None else stamps
+        with _locked(self.folder):  # two runs on one machine judge one after the other
+            return self._update(frames, out, arrival, stamps)
+
+    def _update(self, frames: FrameStore, out: ObjectStore, arrival: list[str], stamps: dict[str, dict[str, str]]) -> tuple[dict[str, Any], ExportUpdate]:
         state = self.load()
         report = ExportUpdate(rebuilt=bool(state.pop("fresh", False)))
         if report.rebuilt or not state["batches"]:
@@ -222,6 +228,18 @@ class ExportState:
             state = {"settings": self.fingerprint, "batches": kept, "summaries": dict(sorted(summaries.items()))}
             _atomic(self.folder / LEDGER, lambda tmp: tmp.write_text(json.dumps(state, indent=1, sort_keys=True)))
         return {"settings": self.fingerprint, "batches": kept, "summaries": summaries}, report
+
+
+@contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """An exclusive lock on ``folder`` (a dot file: never published by a shared folder)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a+") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def _atomic(path: Path, write) -> None:
