@@ -24,7 +24,9 @@ The old behaviour (default on; ``--no-old`` skips it): the global assets of comm
 which rebuilt the library and re-exported every batch on each run, in a worker process with
 its own data root (``git archive 23923c0`` of this repository), fed the same batches and
 materialized right after the project's global assets for each batch (interleaved, so both see
-the same machine load). Both processes warm up first (embedding model, benchmark index).
+the same machine load). Both worker processes warm up first (embedding model, benchmark index)
+and run torch on one thread (``ONE_THREAD``). Also printed: the same ratios from each worker's
+CPU seconds, which a loaded machine disturbs less than wall time.
 
 Last line exactly: ``scale: batch 13-16 cost <r>x batch 1-4 (local), <s>x (s3)`` (goal <= 1.3).
 """
@@ -46,6 +48,9 @@ ROOT = Path(__file__).resolve().parents[1]
 OLD_COMMIT = "23923c0"
 GLOBALS = ("module_library", "instruction_dataset")
 QUIET_INSTANCE = "telemetry:\n  enabled: false\n"
+# The embedding model in each global-asset worker on one thread: on a shared, loaded machine
+# torch's spinning worker threads made embedding a few modules take seconds and vary 10x.
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 # Materializes the global assets on the data root named by each input line, prints their wall_s
 # as one JSON line. Run with PYTHONPATH = an archive of the old commit (or this checkout).
@@ -112,7 +117,7 @@ class GlobalWorker:
         self.log = log.open("w")
         self.proc = subprocess.Popen(
             [sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
-            env={**env, "PYTHONPATH": str(code)}, cwd=str(code),
+            env={**env, "PYTHONPATH": str(code), **ONE_THREAD}, cwd=str(code),
         )
 
     def materialize(self, root: str) -> dict[str, Any]:
