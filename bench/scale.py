@@ -12,6 +12,12 @@ the local bubblewrap sandbox, one sample per instruction), on a local data root.
 output of the same step, then cached), so no model runs and parsing, sandbox verdicts and
 library candidates are those of real model text. That run's own global-asset times are printed.
 
+The replayed responses (real Gemma 3 270M text) never pass their own tests, so the pipeline
+yields no verified pair; to give the export real work, each batch's ``verified_pairs`` then gets
+one accepted pair per deduplicated seed (``add_seed_pairs``: the docstring as the instruction,
+the real standard-library function as the response), which the export decontaminates and
+deduplicates against every earlier batch (same-named helpers are rejected as repeats).
+
 Measured: the two global assets alone, ``module_library`` and ``instruction_dataset``, by the
 ``wall_s`` each materialization reports (the core call plus metadata, as the UI shows it), as
 the batches arrive one after another on a fresh data root, local and S3 (a real SeaweedFS on
@@ -154,6 +160,31 @@ def old_code(work: Path) -> Path | None:
     return target
 
 
+def add_seed_pairs(root: str, key: str) -> int:
+    """Append to a batch's ``verified_pairs`` one accepted pair per deduplicated seed (its
+    docstring as the instruction, the function as the response): the replayed Gemma responses
+    never pass their tests, and an export with no pairs would leave its dedup idle."""
+    import polars as pl
+
+    from amr_dagster.ids import row_id
+    from amr_dagster.outcomes import accepted, with_status
+    from amr_dagster.storage.frames import FrameStore
+
+    frames = FrameStore(root)
+    seeds = accepted(frames.read("deduped_seeds", key))
+    real = frames.read("verified_pairs", key)
+    rows = [{
+        "id": row_id(s["id"], "bench-pair"), "parent_id": s["id"], "instruction_id": row_id(s["id"], "bench-instruction"),
+        "instruction": f"Write a Python function `{s['name']}`: {s['docstring']}", "response": f"```python\n{s['code']}\n```",
+        "code": s["code"], "tests": f"assert callable({s['name']})", "origin": "direct", "batch": key, "seed_id": s["id"],
+        "seed_name": s["name"], "seed_source_path": s["source_path"], "seed_line_start": s["line_start"], "seed_line_end": s["line_end"],
+        "seed_repo": s["repo"], "seed_license": s["license"],
+    } for s in seeds.iter_rows(named=True)]
+    made = with_status(pl.DataFrame(rows, schema={c: t for c, t in real.schema.items() if c not in ("status", "reject_reason")}), [None] * len(rows))
+    frames.write("verified_pairs", key, pl.concat([real, made.select(real.columns)], how="vertical"))
+    return len(rows)
+
+
 def copy_batch(source: str, target: str, key: str) -> None:
     """Every stage's partition file of one batch from one data root to another."""
     from amr_dagster.schemas import PARTITIONED_STAGES
@@ -257,12 +288,18 @@ def main(argv: list[str] | None = None) -> int:
     source = str(work / "source" / "data")
     print(f"pipeline: {args.batches} batches of {args.seeds} seeds through amr_pipeline -> {source}", file=sys.stderr, flush=True)
     done = work / "source" / "keys.json"  # a kept work folder's pipeline data is reused (the slow part)
-    if done.is_file() and json.loads(done.read_text())["seeds"] == [p.read_text() for p in seeds]:
-        keys = json.loads(done.read_text())["keys"]
+    info = json.loads(done.read_text()) if done.is_file() else {}
+    if info.get("seeds") == [p.read_text() for p in seeds]:
+        keys = info["keys"]
         print(f"  reusing the pipeline's outputs of {len(keys)} batches under {source}", file=sys.stderr, flush=True)
     else:
         keys = pipeline_run(defs.resolve_job_def(PIPELINE_JOB), seeds, source, work / "source", MODEL_ID)
-        done.write_text(json.dumps({"keys": keys, "seeds": [p.read_text() for p in seeds]}))
+        info = {"keys": keys, "seeds": [p.read_text() for p in seeds]}
+        done.write_text(json.dumps(info))
+    if "seed_pairs" not in info:
+        info["seed_pairs"] = sum(add_seed_pairs(source, key) for key in keys)
+        done.write_text(json.dumps(info))
+    print(f"  verified_pairs: {info['seed_pairs']} pairs made from the batches' seeds (add_seed_pairs)", file=sys.stderr, flush=True)
 
     codes = {"new": ROOT}
     old = None if args.no_old else old_code(work)
