@@ -13,6 +13,7 @@ workers that share no disk stay exact.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,6 +25,26 @@ LLM_CACHE_FILE = "llm_cache.sqlite"
 DATASET_FOLDER = "instruction_dataset"
 
 
+def _one_client(factory: Callable[[], Any] | None) -> Callable[[], Any]:
+    """``factory`` called once, on first use: every store of one layout (frames, shared state,
+    dataset) shares the client (boto3 clients are thread-safe; building one costs ~0.1 s of CPU,
+    and a global asset opens a dozen stores)."""
+    lock, made = threading.Lock(), []
+
+    def client() -> Any:
+        with lock:
+            if not made:
+                if factory is not None:
+                    made.append(factory())
+                else:
+                    import boto3
+
+                    made.append(boto3.client("s3"))
+            return made[0]
+
+    return client
+
+
 class DataLayout:
     """Stores under one data root (``resolve("")``: ``$AMR_DATA_DIR`` or ``./.amr/data``).
 
@@ -33,7 +54,7 @@ class DataLayout:
 
     def __init__(self, root: str | os.PathLike[str], client_factory: Callable[[], Any] | None = None) -> None:
         self.url = str(root) if is_s3(root) else str(Path(root))
-        self._client_factory = client_factory
+        self._client_factory = _one_client(client_factory) if is_s3(root) else client_factory
 
     @classmethod
     def resolve(cls, path: str | os.PathLike[str] | None = "", client_factory: Callable[[], Any] | None = None) -> "DataLayout":
