@@ -315,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for code, worker in workers.items():  # warm-up: embedding model, benchmark index, imports
                 warm = str(work / "warm" / code)
+                shutil.rmtree(warm, ignore_errors=True)
                 copy_batch(source, warm, keys[0])
                 worker.materialize(warm)
             for r in range(args.repeat):
@@ -322,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
                     if storage == "s3":
                         bucket = server.new_bucket()
                         roots = {code: f"s3://{bucket}/{code}" for code in codes}
-                    else:
+                    else:  # a fresh data root per sequence (a kept work folder may hold an earlier run's)
+                        shutil.rmtree(work / f"{storage}-{r + 1}", ignore_errors=True)
                         roots = {code: str(work / f"{storage}-{r + 1}" / code) for code in codes}
                     print(f"{storage}, sequence {r + 1}: global assets as the batches arrive ({', '.join(roots.values())})", file=sys.stderr, flush=True)
                     runs[storage].append(arrival_sequence(keys, source, roots, workers))
