@@ -1,8 +1,9 @@
 """``instruction_dataset`` (global): every batch's verified pairs, output-deduplicated,
 decontaminated again, exported as JSONL + Parquet with a dataset card.
 
-Reads partitions one at a time from the data root (a non-partitioned asset handed every
-partition's frame at once is how memory blows up)."""
+Incremental (``amr_dagster.dataset.incremental``): each run reads only the batches whose
+partition files changed and judges only new or changed pairs against the kept state, so a batch
+costs the same however many came before it."""
 
 from amr_dagster.dataset.export import ExportConfig
 from amr_dagster.dataset.stages import export_dataset
@@ -22,6 +23,7 @@ SPEC = StageSpec(
     kinds=("python", "parquet", "json"),
     checks={"pairs_accounted": "exported + rejected (output dedup, decontamination) = verified pairs in"},
     description="All verified pairs across batches after output near-dedup (instructions, responses, code) "
-    "and decontamination, as dataset.jsonl / dataset.parquet with lineage columns and a dataset card.",
+    "and decontamination, one JSONL / Parquet shard per batch with lineage columns, and a dataset card; "
+    "each run judges only new or changed batches.",
 )
 instruction_dataset = stage_asset(SPEC)

@@ -1,8 +1,9 @@
 """``module_library`` (global): verified function modules with embeddings, grown batch by batch.
 
 Each batch's accepted ``library_candidates`` are committed as one immutable snapshot (near-copies
-above the novelty threshold are not added twice). Batches are read one at a time from the data
-root; a batch already committed with the same candidates is not re-added."""
+above the novelty threshold are not added twice). Only batches whose candidates file changed
+since the library committed it are read (one listing tells), in arrival order; a batch already
+committed with the same candidates is not re-added."""
 
 from amr_dagster.evol.stages import grow_library
 from assets.stage import StageSpec, stage_asset

@@ -224,7 +224,7 @@ def _print_pass_rate(store, key: str, selected: list[str]) -> None:
 def _print_dataset(result) -> None:
     for mat in result.asset_materializations_for_node("instruction_dataset"):
         meta = {k: v.value for k, v in mat.metadata.items()}
-        print(f"instruction dataset: {meta.get('exported_pairs')} pairs (from {meta.get('verified_pairs_in')} verified) -> {meta.get('jsonl')}")
+        print(f"instruction dataset: {meta.get('exported_pairs')} pairs (from {meta.get('verified_pairs_in')} verified) -> {meta.get('data')}")
 
 
 def _partitioned_stages() -> list[str]:

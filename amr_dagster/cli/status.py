@@ -9,7 +9,7 @@ so it answers in a second without loading Dagster or a model.
 from __future__ import annotations
 
 import datetime as dt
-import io
+import json
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -49,13 +49,12 @@ def batch_yields(store: FrameStore, stages: Sequence[str], key: str) -> list[Sta
 
 
 def dataset_size(root: str) -> dict[str, object] | None:
-    """Rows of the exported dataset and where it is; None before the first export."""
+    """Rows of the exported dataset and where it is (from ``card.json``); None before the first export."""
     folder = DataLayout(root).dataset_store()
-    parquet = folder.get("dataset.parquet")
-    if parquet is None:
+    card = folder.get("card.json")
+    if card is None:
         return None
-    rows = pl.read_parquet(io.BytesIO(parquet)).height
-    return {"pairs": rows, "jsonl": folder.uri("dataset.jsonl"), "card": folder.uri("DATASET_CARD.md")}
+    return {"pairs": json.loads(card)["stats"]["exported"], "jsonl": folder.uri("data"), "card": folder.uri("DATASET_CARD.md")}
 
 
 def registered_batches(root: str) -> list[SeedBatch]:

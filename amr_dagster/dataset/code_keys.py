@@ -15,6 +15,9 @@ Exported pairs are compared with every pair kept before them (in the export's fi
 from __future__ import annotations
 
 import ast
+from typing import Iterable
+
+import xxhash
 
 
 def exact_key(text: str | None) -> str:
@@ -53,17 +56,31 @@ def code_representation(code: str) -> str:
     return ast.unparse(tree)
 
 
-class SeenPairs:
-    """What earlier pairs held: whitespace-free texts and name sets. ``judge`` returns the
-    rejection reason for a new pair (and remembers it when kept)."""
+def key_hash(key: str | frozenset[str]) -> int:
+    """64-bit key of a whitespace-free text or a name set (what ``SeenPairs`` keeps: small to
+    store across batches; a collision needs ~2**32 keys to become likely)."""
+    text = key if isinstance(key, str) else "\x1f".join(sorted(key))
+    return xxhash.xxh3_64_intdigest(text.encode("utf-8", "surrogatepass"))
 
-    def __init__(self, exact: bool = True, names: bool = True) -> None:
+
+TEXT, NAMES = "text", "names"
+
+
+class SeenPairs:
+    """What earlier pairs held: whitespace-free texts and name sets, as 64-bit keys. ``judge``
+    returns the rejection reason for a new pair (and remembers it when kept). ``added`` lists
+    the (kind, key) pairs remembered since creation, so a caller can persist them per batch."""
+
+    def __init__(self, exact: bool = True, names: bool = True, known: Iterable[tuple[str, int]] = ()) -> None:
         self.exact, self.names = exact, names
-        self.texts: set[str] = set()
-        self.name_sets: set[frozenset[str]] = set()
+        self.texts: set[int] = set()
+        self.name_sets: set[int] = set()
+        for kind, key in known:
+            (self.texts if kind == TEXT else self.name_sets).add(int(key))
+        self.added: list[tuple[str, int]] = []
 
     def judge(self, instruction: str, response: str, code: str) -> str | None:
-        keys = (exact_key(instruction), exact_key(response))
+        keys = (key_hash(exact_key(instruction)), key_hash(exact_key(response)))
         if self.exact:
             for field, key in zip(("instruction", "response"), keys):
                 if key in self.texts:
@@ -75,8 +92,14 @@ class SeenPairs:
             except SyntaxError:
                 return "output_code_representation: syntax error"
             for kind, found in zip(("functions", "classes"), sets):
-                if found and found in self.name_sets:
+                if found and key_hash(found) in self.name_sets:
                     return f"output_repeated_names: {kind} {','.join(sorted(found))}"
-        self.texts.update(keys)
-        self.name_sets.update(s for s in sets if s)
+        for key in keys:
+            if key not in self.texts:
+                self.texts.add(key)
+                self.added.append((TEXT, key))
+        for found in sets:
+            if found and key_hash(found) not in self.name_sets:
+                self.name_sets.add(key_hash(found))
+                self.added.append((NAMES, key_hash(found)))
         return None

@@ -1,7 +1,9 @@
 """``instruction_dataset``: every verified pair of every batch, deduplicated and
 decontaminated once more, exported in a standard instruction/response format.
 
-Pairs arrive partition by partition (never all at once). SelfCodeAlign's sanitizing comes
+Pairs arrive partition by partition (never all at once); ``judge_batch`` judges one batch
+against what earlier batches kept, ``build_dataset`` runs it over every batch from scratch and
+``dataset.incremental`` keeps that state across runs, so a run judges only new batches. SelfCodeAlign's sanitizing comes
 first (exact copies of an instruction or response, repeated function-name sets: ``code_keys``),
 then output near-dedup runs three MinHash passes, on the instruction, the response and the
 code representation (or the raw code), each in arrival order with the same
@@ -82,51 +84,48 @@ def attach_lineage(pairs: pl.DataFrame, samples: pl.DataFrame, seeds: pl.DataFra
     return pairs.join(inst, on="instruction_id", how="left").join(seed_cols, on="seed_id", how="left")
 
 
-def build_dataset(
-    partitions: Iterable[tuple[str, pl.DataFrame]],
-    config: ExportConfig,
-    decontaminator: Decontaminator | None = None,
-    workdir: Path | None = None,
-) -> tuple[pl.DataFrame, dict[str, Any]]:
-    """All partitions' accepted pairs (with lineage) -> the dataset frame with status/reason.
+def dataset_rows(pairs: pl.DataFrame) -> pl.DataFrame:
+    """The accepted pairs of one batch in the dataset's columns (missing ones null)."""
+    rows = accepted(pairs)
+    return rows.select([pl.col(c).cast(t) if c in rows.columns else pl.lit(None, dtype=t).alias(c) for c, t in DATASET_COLUMNS.items()])
 
-    ``partitions`` yields (partition key, pairs-with-lineage frame), in a fixed order.
+
+def judge_batch(
+    frame: pl.DataFrame,
+    key: str,
+    config: ExportConfig,
+    decontaminator: Decontaminator,
+    seen: SeenPairs,
+    stores: dict[str, SignatureStore],
+) -> pl.DataFrame:
+    """One batch's dataset rows (``dataset_rows``) with status/reason, judged against everything
+    ``seen`` and ``stores`` hold (the batches before it), which then remember its kept pairs.
+
+    Order: decontamination, the sanitizing keys, then one MinHash pass per ``dedup_fields``.
     """
-    started = time.perf_counter()
-    decontaminator = decontaminator or Decontaminator.default(config.benchmark_files)
     dedup_config = DedupConfig(num_perm=config.num_perm, threshold=config.threshold, shingle_size=config.shingle_size)
-    frames: list[pl.DataFrame] = []
-    per_partition: dict[str, int] = {}
-    fields = config.dedup_fields()
-    seen = SeenPairs(exact=config.exact_dedup, names=config.dedup_function_names)
-    with tempfile.TemporaryDirectory(dir=workdir, prefix="export-dedup-") as tmp:
-        stores = {name: SignatureStore(Path(tmp) / name) for name in fields}
-        for key, pairs in partitions:
-            rows = accepted(pairs)
-            per_partition[key] = rows.height
-            if rows.is_empty():
-                continue
-            frame = rows.select([pl.col(c).cast(t) if c in rows.columns else pl.lit(None, dtype=t).alias(c) for c, t in DATASET_COLUMNS.items()])
-            reasons: list[str | None] = [None] * frame.height
-            texts = [
-                "\n".join(filter(None, (r["instruction"], r["response"], r["tests"]))) for r in frame.iter_rows(named=True)
-            ]
-            for i, hit in enumerate(decontaminator.check_many(texts)):
-                reasons[i] = hit
-            for i, row in enumerate(frame.iter_rows(named=True)):
-                if reasons[i] is None and (config.exact_dedup or config.dedup_function_names):
-                    reasons[i] = seen.judge(row["instruction"], row["response"], row["code"] or "")
-            scored = _with_code_representation(frame, reasons) if config.dedup_on_code_representation else frame
-            for name in fields:
-                candidates = scored.with_row_index("_row").filter(pl.Series([r is None for r in reasons]))
-                if candidates.is_empty():
-                    break
-                judged, _ = dedup_batch(candidates.select("id", name), key, stores[name], dedup_config, text_column=name)
-                for row_index, reason in zip(candidates.get_column("_row").to_list(), judged.get_column(REASON).to_list()):
-                    if reason is not None:
-                        reasons[row_index] = f"output_{name}_{reason}"
-            frames.append(with_status(frame, reasons))
-    dataset = pl.concat(frames, how="vertical") if frames else with_status(pl.DataFrame(schema=DATASET_COLUMNS), [])
+    reasons: list[str | None] = [None] * frame.height
+    texts = ["\n".join(filter(None, (r["instruction"], r["response"], r["tests"]))) for r in frame.iter_rows(named=True)]
+    for i, hit in enumerate(decontaminator.check_many(texts)):
+        reasons[i] = hit
+    for i, row in enumerate(frame.iter_rows(named=True)):
+        if reasons[i] is None and (config.exact_dedup or config.dedup_function_names):
+            reasons[i] = seen.judge(row["instruction"], row["response"], row["code"] or "")
+    scored = _with_code_representation(frame, reasons) if config.dedup_on_code_representation else frame
+    for name in config.dedup_fields():
+        candidates = scored.with_row_index("_row").filter(pl.Series([r is None for r in reasons], dtype=pl.Boolean))
+        if candidates.is_empty():
+            break
+        judged, _ = dedup_batch(candidates.select("id", name), key, stores[name], dedup_config, text_column=name)
+        for row_index, reason in zip(candidates.get_column("_row").to_list(), judged.get_column(REASON).to_list()):
+            if reason is not None:
+                reasons[row_index] = f"output_{name}_{reason}"
+    return with_status(frame, reasons)
+
+
+def export_stats(judged: list[pl.DataFrame], per_partition: dict[str, int], started: float) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """The judged rows of every batch as one frame, and the export's numbers."""
+    dataset = pl.concat(judged, how="vertical") if judged else with_status(pl.DataFrame(schema=DATASET_COLUMNS), [])
     counts = summarize(dataset)
     stats = {
         "pairs_in": sum(per_partition.values()),
@@ -138,25 +137,30 @@ def build_dataset(
     return dataset, stats
 
 
-def write_dataset(dataset: pl.DataFrame, target: Path | ObjectStore) -> dict[str, str]:
-    """Accepted records as JSONL and Parquet; every judged row (with reasons) as a side table.
+def build_dataset(
+    partitions: Iterable[tuple[str, pl.DataFrame]],
+    config: ExportConfig,
+    decontaminator: Decontaminator | None = None,
+    workdir: Path | None = None,
+) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """All partitions' accepted pairs (with lineage) -> the dataset frame with status/reason,
+    from scratch (the pipeline keeps the same state across runs: ``dataset.incremental``).
 
-    ``target`` is a folder or an object store (the data root's ``instruction_dataset/`` in S3):
-    each file is written whole, atomically (rename or one PUT), so nothing needs appending.
+    ``partitions`` yields (partition key, pairs-with-lineage frame), in a fixed order.
     """
-    store = LocalObjectStore(target) if isinstance(target, (str, os.PathLike)) else target
-    records = accepted(dataset).select(list(DATASET_COLUMNS))
-    lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in records.iter_rows(named=True))
-    files = {"jsonl": ("dataset.jsonl", lines.encode("utf-8")), "parquet": ("dataset.parquet", records), "judged": ("judged_pairs.parquet", dataset)}
-    paths = {}
-    for kind, (name, content) in files.items():
-        if isinstance(content, pl.DataFrame):
-            buffer = io.BytesIO()
-            content.write_parquet(buffer)
-            content = buffer.getvalue()
-        store.put(name, content)
-        paths[kind] = store.uri(name)
-    return paths
+    started = time.perf_counter()
+    decontaminator = decontaminator or Decontaminator.default(config.benchmark_files)
+    frames: list[pl.DataFrame] = []
+    per_partition: dict[str, int] = {}
+    seen = SeenPairs(exact=config.exact_dedup, names=config.dedup_function_names)
+    with tempfile.TemporaryDirectory(dir=workdir, prefix="export-dedup-") as tmp:
+        stores = {name: SignatureStore(Path(tmp) / name) for name in config.dedup_fields()}
+        for key, pairs in partitions:
+            frame = dataset_rows(pairs)
+            per_partition[key] = frame.height
+            if frame.height:
+                frames.append(judge_batch(frame, key, config, decontaminator, seen, stores))
+    return export_stats(frames, per_partition, started)
 
 
 def dataset_card(

@@ -180,8 +180,16 @@ class ModuleLibrary:
 
     def summary(self) -> dict[str, Any]:
         """What asset metadata shows about the library: size, sources, snapshot, model, index."""
-        entries = self._all_entries()
-        by_source = dict(entries.group_by("source").len().sort("source").iter_rows()) if entries.height else {}
+        rows = (self._manifest or {}).get("snapshots", [])
+        if all("by_source" in row for row in rows):  # kept per snapshot: no entry file is read
+            counts: dict[str, int] = {}
+            for row in rows:
+                for source, n in row["by_source"].items():
+                    counts[source] = counts.get(source, 0) + n
+            by_source = dict(sorted(counts.items()))
+        else:  # a library written before snapshots recorded their sources
+            entries = self._all_entries()
+            by_source = dict(entries.group_by("source").len().sort("source").iter_rows()) if entries.height else {}
         latest = self.latest_snapshot()
         return {
             "entries": latest.entries,
@@ -331,6 +339,7 @@ class ModuleLibrary:
             {
                 **snapshot.__dict__,
                 "entries_file": entries_file,
+                "by_source": dict(added.group_by("source").len().sort("source").iter_rows()) if added.height else {},
                 "novelty_threshold": self.novelty_threshold,
                 "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }

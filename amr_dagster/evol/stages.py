@@ -6,6 +6,7 @@ Keyword arguments only, passed by name by the Dagster layer (see ``amr_dagster.s
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,6 +20,7 @@ from amr_dagster.evol.direct import choose_direct
 from amr_dagster.evol.evolution import evolve_responses
 from amr_dagster.evol.admission import admit_seeds
 from amr_dagster.evol.candidates import from_seed_rows, from_verified_code
+from amr_dagster.evol.module_index import atomic_write
 from amr_dagster.evol.module_library import ModuleLibrary
 from amr_dagster.generation.execution import execute_responses
 from amr_dagster.llm.base import LLMEngine
@@ -62,18 +64,46 @@ def library_candidates(
     )
 
 
+LIBRARY_INPUTS = "inputs.json"  # in the library folder: batch -> stamp of the candidates file it committed
+
+
+def committed_inputs(folder: Path) -> dict[str, str]:
+    """batch -> stamp of the ``library_candidates`` file the library last committed for it."""
+    path = folder / LIBRARY_INPUTS
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def commit_batch(folder: Path, library: ModuleLibrary, candidates: pl.DataFrame, batch: str, stamp: str):
+    """Add one batch to the library in ``folder`` and record the candidates file it came from."""
+    result = library.add_batch(candidates, batch=batch)
+    inputs = {**committed_inputs(folder), batch: stamp}
+    atomic_write(folder / LIBRARY_INPUTS, lambda tmp: tmp.write_text(json.dumps(dict(sorted(inputs.items())), indent=1)))
+    return result
+
+
 def grow_library(*, data: DataLayout, open_library: Callable[[Path], ModuleLibrary]) -> StageResult:
-    """Commit every batch's candidates not yet in the library, one snapshot per batch, in order.
+    """Commit the candidates of every new or changed batch, one snapshot per batch, in order.
+
+    Incremental: one listing of ``library_candidates`` says which batches' files changed since
+    the library committed them (``inputs.json``); only those are read, in arrival order (the
+    order seed dedup first saw them, then by key), so a batch costs the same whatever came
+    before it. A batch committed again with the same candidates reuses its snapshot.
 
     Check ``candidates_accounted``: every candidate of a newly committed batch has an outcome
     (added, or rejected with a reason such as a near-copy of an existing entry). Each batch is
     one ordered commit of the data root's shared state: across workers the snapshots form one
     order (a worker that loses the race redoes the batch on top of the winner's snapshot).
     """
+    frames = data.frames()
+    stamps = frames.stamps("library_candidates")
+    known = committed_inputs(data.library_dir())
+    rank = {b: i for i, b in enumerate(data.arrival_order())}
+    todo = sorted((b for b in stamps if known.get(b) != stamps[b]), key=lambda b: (rank.get(b, len(rank)), b))
     committed: dict[str, dict[str, Any]] = {}
     problems: list[str] = []
-    for batch, candidates in data.frames().iter_partitions("library_candidates"):
-        result = data.update_library(lambda folder: open_library(folder).add_batch(candidates, batch=batch))
+    for batch in todo:
+        candidates = frames.read("library_candidates", batch)
+        result = data.update_library(lambda folder: commit_batch(folder, open_library(folder), candidates, batch, stamps[batch]))
         if result.reused:
             continue
         outcomes = result.outcomes
@@ -91,7 +121,8 @@ def grow_library(*, data: DataLayout, open_library: Callable[[Path], ModuleLibra
     summary = open_library(data.library_dir()).summary()
     return StageResult(
         None,
-        metrics={"entries": summary["entries"], "batches_committed": len(committed), "added": sum(c["added"] for c in committed.values())},
+        metrics={"entries": summary["entries"], "batches_committed": len(committed), "added": sum(c["added"] for c in committed.values()),
+                 "batches_read": len(todo)},
         notes={
             "latest_snapshot": summary["latest_snapshot"], "by_source": summary["by_source"], "index": summary["index"],
             "embedding_model": summary["model_id"], "committed_batches": committed,

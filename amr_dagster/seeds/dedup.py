@@ -203,6 +203,18 @@ class SignatureStore:
             self._write_json("ledger.json", {"batches": ledger})
         return target
 
+    def retain(self, batches: set[str]) -> None:
+        """Forget every batch not in ``batches`` (ledger entry and file), keeping the order of
+        the rest: how a caller that re-judges batches from some point on rewinds the store."""
+        ledger = self._ledger()
+        kept = [entry for entry in ledger if entry["batch"] in batches]
+        if len(kept) == len(ledger):
+            return
+        self._write_json("ledger.json", {"batches": kept})
+        for entry in ledger:
+            if entry["batch"] not in batches:
+                (self.root / "batches" / entry["file"]).unlink(missing_ok=True)
+
     def load(self, batch: str) -> pl.DataFrame:
         """The stored survivors of one batch (for inspection and tests)."""
         return pl.read_parquet(self.file_of(batch))

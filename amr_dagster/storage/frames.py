@@ -60,6 +60,15 @@ class FrameStore:
             if key.endswith(".parquet") and key.count("/") == 1
         )
 
+    def stamps(self, asset: str) -> dict[str, str]:
+        """partition -> stamp of its file (size and mtime locally, ETag on S3): one listing, no
+        file read, so a global asset can tell which partitions changed since it last looked."""
+        return {
+            key.split("/", 1)[1][: -len(".parquet")]: stamp
+            for key, stamp in self.objects.stamps(asset)
+            if key.endswith(".parquet") and key.count("/") == 1
+        }
+
     def iter_partitions(self, asset: str, partitions: list[str] | None = None) -> Iterator[tuple[str, pl.DataFrame]]:
         """Stream one partition at a time (global assets must never load everything at once)."""
         for key in partitions if partitions is not None else self.partitions(asset):

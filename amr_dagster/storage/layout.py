@@ -13,15 +13,36 @@ workers that share no disk stay exact.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any, Callable
 
 from amr_dagster import settings
 from amr_dagster.storage.objectstore import ObjectStore, is_s3, join, open_store
-from amr_dagster.storage.shared_state import MINHASH, MODULE_LIBRARY, SharedState
+from amr_dagster.storage.shared_state import EXPORT_STATE, MINHASH, MODULE_LIBRARY, SharedState
 
 LLM_CACHE_FILE = "llm_cache.sqlite"
 DATASET_FOLDER = "instruction_dataset"
+
+
+def _one_client(factory: Callable[[], Any] | None) -> Callable[[], Any]:
+    """``factory`` called once, on first use: every store of one layout (frames, shared state,
+    dataset) shares the client (boto3 clients are thread-safe; building one costs ~0.1 s of CPU,
+    and a global asset opens a dozen stores)."""
+    lock, made = threading.Lock(), []
+
+    def client() -> Any:
+        with lock:
+            if not made:
+                if factory is not None:
+                    made.append(factory())
+                else:
+                    import boto3
+
+                    made.append(boto3.client("s3"))
+            return made[0]
+
+    return client
 
 
 class DataLayout:
@@ -33,7 +54,7 @@ class DataLayout:
 
     def __init__(self, root: str | os.PathLike[str], client_factory: Callable[[], Any] | None = None) -> None:
         self.url = str(root) if is_s3(root) else str(Path(root))
-        self._client_factory = client_factory
+        self._client_factory = _one_client(client_factory) if is_s3(root) else client_factory
 
     @classmethod
     def resolve(cls, path: str | os.PathLike[str] | None = "", client_factory: Callable[[], Any] | None = None) -> "DataLayout":
@@ -73,6 +94,17 @@ class DataLayout:
     def update_library(self, work):
         """Run ``work(folder)`` on the module library and publish it as one ordered commit."""
         return self.shared_state().update(MODULE_LIBRARY, work)
+
+    def update_export_state(self, work):
+        """Run ``work(folder)`` on the export's state and publish it as one ordered commit."""
+        return self.shared_state().update(EXPORT_STATE, work)
+
+    def arrival_order(self) -> list[str]:
+        """Seed batches in the order seed dedup first saw them (the MinHash store's ledger): the
+        order the global assets add new batches in, however many arrive per run."""
+        from amr_dagster.seeds.dedup import SignatureStore
+
+        return SignatureStore(self.shared_state().read(MINHASH)).batches()
 
     def library_dir(self) -> Path:
         """A local folder holding the library's latest committed state (for reading)."""

@@ -1,4 +1,4 @@
-"""The data root's shared, ordered state (the MinHash signature store, the module library) for
+"""The data root's shared, ordered state (the MinHash signature store, the module library, the export's state) for
 one machine or many.
 
 On a local data root the stores work in their folders under it, serialised by their own file
@@ -21,6 +21,7 @@ T = TypeVar("T")
 
 MINHASH = "minhash"
 MODULE_LIBRARY = "module_library"
+EXPORT_STATE = "export_state"
 
 
 class SharedState:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 import polars as pl
 import pytest
 
@@ -36,7 +38,7 @@ def root(tmp_path):
     store.write("filtered_seeds", a, _frame(["s1", "s2"], [None, "pyright: 2 errors"], name=["f", "g"]))
     store.write("seed_functions", b, _frame(["t1"], [None], name=["k"], code=["def k(): ..."]))
     (data / "instruction_dataset").mkdir()
-    pl.DataFrame({"instruction": ["x", "y"]}).write_parquet(data / "instruction_dataset" / "dataset.parquet")
+    (data / "instruction_dataset" / "card.json").write_text(json.dumps({"stats": {"exported": 2, "pairs_in": 3}}))
     return data, a, b
 
 

@@ -70,14 +70,81 @@ def test_global_assets_on_the_data_root(amr_storage) -> None:
     assert meta["committed_batches"]["batch-b"]["added"] == 1
 
     export = open_store(str(amr_storage["data"])).child("instruction_dataset")
-    records = [json.loads(line) for line in export.get("dataset.jsonl").decode().splitlines()]
+    records = [json.loads(line) for b in ("batch-a", "batch-b") for line in export.get(f"data/{b}.jsonl").decode().splitlines()]
     # The shared pair is exported once (output near-dedup); each batch's own pair stays.
     assert sorted(r["id"] for r in records) == ["a-pair-0", "a-pair-1", "b-pair-0"]
     card = json.loads(export.get("card.json"))
     assert card["stats"]["exported"] == 3 and card["stats"]["pairs_in"] == 4
-    assert export.exists("DATASET_CARD.md") and export.exists("dataset.parquet") and export.exists("judged_pairs.parquet")
+    assert export.exists("DATASET_CARD.md") and export.exists("data/batch-b.parquet") and export.exists("judged/batch-a.parquet")
+    assert [s["jsonl"] for s in card["shards"]] == ["data/batch-a.jsonl", "data/batch-b.jsonl"]
 
     # Materializing again commits nothing new: each batch's snapshot is reused.
     again = dg.materialize(GLOBAL_ASSETS, resources=default_resources(), instance=dg.DagsterInstance.get())
     meta = {k: v.value for k, v in again.asset_materializations_for_node("module_library")[0].metadata.items()}
     assert meta["entries"] == 3 and meta["committed_batches"] == {}
+
+
+def _batch_pairs(batch: str, codes: list[str], tag: str = "") -> pl.DataFrame:
+    frame = pl.DataFrame({
+        "id": [f"{batch}-pair-{i}{tag}" for i in range(len(codes))],
+        "instruction": [f"Write the function of this response{tag}: {code.split('(')[0][5:]}" for code in codes],
+        "response": [f"Solution{tag}:\n```python\n{code}```" for code in codes],
+        "code": codes,
+        "tests": ["assert True"] * len(codes),
+        "batch": [batch] * len(codes),
+    })
+    return with_status(frame, [None] * len(codes))
+
+
+def test_batches_one_after_another_equal_a_from_scratch_export(amr_storage, tmp_path) -> None:
+    """Three batches materialized one after another give the export a from-scratch export of the
+    same three gives; re-materializing batch 2 with new pairs replaces its contribution."""
+    from amr_dagster.dataset.export import ExportConfig, build_dataset
+    from amr_dagster.dataset.incremental import read_dataset
+    from amr_dagster.seeds.decontamination import Decontaminator
+    from assets import GLOBAL_ASSETS
+    from resources import default_resources
+
+    codes = {
+        "batch-1": [OWN["a"], SHARED],
+        "batch-2": [OWN["b"], SHARED],  # SHARED again: a recorded rejection, exported once
+        "batch-3": [OWN["a"], "def triple(x: int) -> int:\n    return 3 * x\n"],
+    }
+    frames = FrameStore()
+    export = open_store(str(amr_storage["data"])).child("instruction_dataset")
+
+    def materialize() -> dict:
+        result = dg.materialize(GLOBAL_ASSETS, resources=default_resources(), instance=dg.DagsterInstance.get())
+        assert result.success and all(c.passed for c in result.get_asset_check_evaluations())
+        return {k: v.value for k, v in result.asset_materializations_for_node("instruction_dataset")[0].metadata.items()}
+
+    def exported(batches: list[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
+        card = json.loads(export.get("card.json"))
+        assert list(card["stats"]["partitions"]) == batches
+        scratch, stats = build_dataset(((b, frames.read("verified_pairs", b)) for b in batches), ExportConfig(), Decontaminator.default(), workdir=tmp_path)
+        assert (card["stats"]["exported"], card["stats"]["pairs_in"]) == (stats["exported"], stats["pairs_in"])
+        return read_dataset(export, batches, kind="judged"), scratch
+
+    order = list(codes)
+    for batch in order:
+        frames.write("library_candidates", batch, from_verified_code("\n\n".join(codes[batch]), parent_id=f"{batch}-resp", batch=batch))
+        frames.write("verified_pairs", batch, _batch_pairs(batch, codes[batch]))
+        meta = materialize()
+        assert meta["batches_judged"] == 1
+    judged, scratch = exported(order)
+    assert judged.equals(scratch)
+    reasons = dict(zip(judged["id"], judged["reject_reason"]))
+    assert reasons["batch-2-pair-1"] is not None and reasons["batch-3-pair-0"] is not None  # copies of batch-1's pairs
+
+    # Batch 2 re-materialized with new pairs: its rows are replaced and batch 3 is judged again.
+    frames.write("verified_pairs", "batch-2", _batch_pairs("batch-2", [OWN["b"]], tag=" v2"))
+    meta = materialize()
+    assert meta["batches_judged"] == 2 and meta["verified_pairs_in"] == 2 + 1 + 2
+    judged, scratch = exported(order)
+    assert judged.equals(scratch)
+    assert judged.filter(pl.col("batch") == "batch-2")["id"].to_list() == ["batch-2-pair-0 v2"]
+    assert judged["id"].n_unique() == judged.height == 5
+
+    # Nothing changed: nothing read, nothing judged, the library reuses every snapshot.
+    meta = materialize()
+    assert meta["batches_judged"] == 0
