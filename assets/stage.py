@@ -31,6 +31,7 @@ import polars as pl
 
 from amr_dagster.accounting import Markdown, StageResult, accounting, schema_problems
 from amr_dagster.outcomes import summarize
+from amr_dagster.pools import stage_pool
 from amr_dagster.profiles import apply_profile, has_profile_section
 from assets.partitions import seed_batches
 
@@ -192,7 +193,7 @@ def stage_asset(spec: StageSpec) -> dg.AssetsDefinition:
         ins={name: dg.AssetIn(name) for name in spec.upstream},
         required_resource_keys=spec.resource_keys(),
         check_specs=_check_specs(spec),
-        pool=spec.pool,
+        pool=spec.pool or stage_pool(spec.arguments()),  # one pool per step: amr_dagster/pools.py
         kinds=spec.all_kinds(),
         owners=list(OWNERS),
         tags={"amr/phase": spec.group, **({"amr/llm": "true"} if is_llm else {})},

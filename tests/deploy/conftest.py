@@ -1,0 +1,101 @@
+"""One deployment for the tests of this folder: PostgreSQL 15, the shipped deploy/dagster.yaml,
+compute logs in the session's SeaweedFS, the dagster-daemon (queued runs, pools, sensor and
+schedule) and the pool limits set by ``amr-dagster pools``; everything stopped at the end."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tests.deploy.postgres import PostgresServer, create
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class Deployment:
+    home: Path
+    postgres: PostgresServer
+    env: dict[str, str]
+    daemon: subprocess.Popen
+    log: Path
+
+    def cli(self, *args: str, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        """``amr-dagster ARGS`` as an operator runs it against this deployment."""
+        return subprocess.run([str(BIN / "amr-dagster"), *args], cwd=ROOT, env={**self.env, **(env or {})},
+                              capture_output=True, text=True, timeout=timeout)
+
+    def instance(self):
+        """The instance as this test process sees it (dagster.yaml's `env:` values resolved now)."""
+        from unittest import mock
+
+        import dagster as dg
+
+        with mock.patch.dict(os.environ, self.env):
+            return dg.DagsterInstance.from_config(str(self.home))
+
+
+@pytest.fixture(scope="session")
+def deployment(tmp_path_factory, s3_server) -> Iterator[Deployment]:
+    folder = tmp_path_factory.mktemp("deployment")
+    postgres = create(folder / "postgres")
+    home = folder / "dagster_home"
+    home.mkdir()
+    shutil.copy(ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")
+    bucket = s3_server.new_bucket()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AMR_", "DAGSTER_"))}
+    env.update(s3_server.env())
+    env.update(postgres.env())
+    env.update(
+        DAGSTER_HOME=str(home), PYTHONPATH=str(ROOT), AMR_HOME=str(folder / "amr"), AMR_CACHE_DIR=str(folder / "cache"),
+        AMR_SEEDS_DIR=str(folder / "seeds"),  # the daemon's seed sensor watches it (empty: no runs)
+        AMR_COMPUTE_LOG_BUCKET=bucket, AMR_COMPUTE_LOG_PREFIX="compute-logs", AMR_LLM_BACKEND="none",
+    )
+    (folder / "seeds").mkdir()
+    log = folder / "daemon.log"
+    with log.open("w") as out:
+        daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"], cwd=ROOT, env=env,
+                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    deployment = Deployment(home, postgres, env, daemon, log)
+    try:
+        pools = deployment.cli("pools", "--set", "sandbox=1")
+        assert pools.returncode == 0, pools.stdout + pools.stderr
+        yield deployment
+    finally:
+        try:
+            os.killpg(daemon.pid, signal.SIGTERM)
+            daemon.wait(timeout=30)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(daemon.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            daemon.wait()
+        if not postgres.running():
+            postgres.start()
+        postgres.stop()
+
+
+def daemon_log(deployment: Deployment) -> str:
+    return deployment.log.read_text()[-4000:]
+
+
+def wait_for(predicate, timeout: float, what: str, poll: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(poll)
