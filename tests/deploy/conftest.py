@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +49,11 @@ class Deployment:
 @pytest.fixture(scope="session")
 def deployment(tmp_path_factory, s3_server) -> Iterator[Deployment]:
     folder = tmp_path_factory.mktemp("deployment")
-    postgres = create(folder / "postgres")
+    # Not under pytest's tmp root: every pytest start (any user's session) chmods it back to 0700,
+    # which would lock the `postgres` user out of its own cluster mid-session.
+    pg_folder = Path(tempfile.mkdtemp(prefix="amr-pg-"))
+    pg_folder.chmod(0o711)
+    postgres = create(pg_folder / "cluster")
     home = folder / "dagster_home"
     home.mkdir()
     shutil.copy(ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")
@@ -81,9 +86,9 @@ def deployment(tmp_path_factory, s3_server) -> Iterator[Deployment]:
             except ProcessLookupError:
                 pass
             daemon.wait()
-        if not postgres.running():
-            postgres.start()
-        postgres.stop()
+        if postgres.running():
+            postgres.stop()
+        shutil.rmtree(pg_folder, ignore_errors=True)
 
 
 def daemon_log(deployment: Deployment) -> str:

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
 
-from tests.deploy.conftest import daemon_log
+from tests.deploy.conftest import daemon_log, wait_for
 
 SEEDS = '''
 def add_numbers(a: int, b: int) -> int:
@@ -43,7 +44,7 @@ def _step_spans(instance: dg.DagsterInstance, run_id: str, step: str) -> tuple[f
     return times[dg.DagsterEventType.STEP_START], times[dg.DagsterEventType.STEP_SUCCESS]
 
 
-def test_submit_goes_through_the_queue_and_prints_each_stage(deployment, tmp_path):
+def test_submit_goes_through_the_queue_and_prints_each_stage(deployment, s3_server, tmp_path):
     seeds = tmp_path / "tiny_math.py"
     seeds.write_text(SEEDS.lstrip("\n"))
     data = tmp_path / "data"
@@ -71,16 +72,29 @@ def test_submit_goes_through_the_queue_and_prints_each_stage(deployment, tmp_pat
     frame = pl.read_parquet(data / "deduped_seeds" / f"{key}.parquet")
     assert sorted(frame["name"]) == ["add_numbers", "is_even", "reverse_words"]
     # the steps' stdout/stderr went to S3 (dagster-aws S3ComputeLogManager), not the worker's disk
-    import boto3
+    listed = s3_server.client().list_objects_v2(Bucket=deployment.env["AMR_COMPUTE_LOG_BUCKET"], Prefix="compute-logs/")
+    print(out, [obj["Key"] for obj in listed.get("Contents", [])])
+    assert any(run_id in obj["Key"] for obj in listed.get("Contents", [])), listed
 
-    listed = boto3.client("s3").list_objects_v2(Bucket=deployment.env["AMR_COMPUTE_LOG_BUCKET"], Prefix="compute-logs/")
-    assert any(run_id in obj["Key"] or "storage" in obj["Key"] for obj in listed.get("Contents", [])), listed
+
+def _blocked_on_pool(instance: dg.DagsterInstance, run_id: str, pool: str) -> bool:
+    return any(
+        f"blocked by limit for pool {pool}" in (r.event_log_entry.message or "")
+        for r in instance.get_records_for_run(run_id, of_type={dg.DagsterEventType.ENGINE_EVENT}).records
+    )
 
 
 def test_a_pool_of_one_holds_across_two_runs(deployment, tmp_path):
-    """Two batches submitted at once: both runs run (max_concurrent_runs 4), but their
-    ``deduped_seeds`` steps (pool ``minhash_dedup``, limit 1) never overlap, and one of them
-    logged that it waited for the pool."""
+    """Two batches submitted at once. The ``minhash_dedup`` slot (limit 1) is held by this test
+    until both runs are waiting for it at ``deduped_seeds`` (so the two runs really contend);
+    once it is freed, their ``deduped_seeds`` steps run one after the other, never overlapping,
+    and neither started before the slot was freed."""
+    instance = deployment.instance()
+    storage = instance.event_log_storage
+    assert storage.get_concurrency_info("minhash_dedup").slot_count == 1  # set by `amr-dagster pools`
+    holder = "pool-test-holder"
+    assert storage.claim_concurrency_slot("minhash_dedup", holder, "hold").is_claimed
+    before = {r.dagster_run.run_id for r in instance.get_run_records()}
     results = {}
 
     def submit(name: str) -> None:
@@ -92,20 +106,20 @@ def test_a_pool_of_one_holds_across_two_runs(deployment, tmp_path):
     threads = [threading.Thread(target=submit, args=(name,)) for name in ("alpha", "beta")]
     for thread in threads:
         thread.start()
+    try:
+        def both_waiting():
+            runs = [r.dagster_run.run_id for r in instance.get_run_records() if r.dagster_run.run_id not in before]
+            return runs if len(runs) == 2 and all(_blocked_on_pool(instance, run_id, "minhash_dedup") for run_id in runs) else None
+
+        run_ids = wait_for(both_waiting, 240, "both runs to wait for the minhash_dedup slot")
+    finally:
+        freed = time.time()
+        storage.free_concurrency_slot_for_step(holder, "hold")
     for thread in threads:
         thread.join()
     for name, proc in results.items():
         assert proc.returncode == 0, name + proc.stdout + proc.stderr + daemon_log(deployment)
 
-    instance = deployment.instance()
-    run_ids = [re.search(r"run ([0-9a-f-]{36}) submitted", proc.stdout).group(1) for proc in results.values()]
     (a_start, a_end), (b_start, b_end) = (_step_spans(instance, run_id, "deduped_seeds") for run_id in run_ids)
+    assert min(a_start, b_start) >= freed
     assert a_end <= b_start or b_end <= a_start, ((a_start, a_end), (b_start, b_end))
-    # the two runs were in flight together (else the test proves nothing about the pool)
-    (a_run_start, a_run_end), (b_run_start, b_run_end) = (_step_spans(instance, run_id, "seed_functions")[0:1] + _step_spans(instance, run_id, "deduped_seeds")[1:] for run_id in run_ids)
-    assert a_run_start < b_run_end and b_run_start < a_run_end
-    blocked = [
-        r.event_log_entry.message for run_id in run_ids for r in instance.get_records_for_run(run_id, of_type={dg.DagsterEventType.ENGINE_EVENT}).records
-        if "blocked by limit for pool minhash_dedup" in (r.event_log_entry.message or "")
-    ]
-    assert blocked, "neither run waited for the minhash_dedup pool"
