@@ -175,6 +175,7 @@ def _submit_and_follow(args, instance, selected: list[str], config: dict, key: s
     """``--submit``: the run goes to the instance's queue (the daemon launches it, as for a UI
     launch); each stage's line is printed as its step ends, and the exit status is the run's."""
     from amr_dagster.cli.submit import follow, run_failure_message, submit
+    from amr_dagster.storage.retry import StorageUnavailable
     from sensors.seed_sensor import PIPELINE_JOB
 
     started = time.perf_counter()
@@ -184,7 +185,11 @@ def _submit_and_follow(args, instance, selected: list[str], config: dict, key: s
 
     def step_done(step) -> None:
         if step.ok:
-            print(_stage_line(store, step.name, key, global_names), flush=True)
+            try:
+                line = _stage_line(store, step.name, key, global_names)
+            except StorageUnavailable as err:  # the run goes on (or fails) on its own; say why there are no counts
+                line = f"{step.name:<22}{'done':>28}  (counts unreadable: {err})"
+            print(line, flush=True)
         else:
             print(f"{step.name:<22}{'FAILED':>28}  {step.error.splitlines()[0] if step.error else ''}", flush=True)
 

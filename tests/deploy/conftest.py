@@ -18,15 +18,19 @@ from typing import Iterator
 import pytest
 
 from tests.deploy.postgres import PostgresServer, create
+from tests.deploy.seaweed import RestartableSeaweed
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+# SeaweedFS takes ~17 s to come back after a crash here: a restart fits in this budget.
+S3_RETRY_BUDGET_S = 45
 
 
 @dataclass
 class Deployment:
     home: Path
     postgres: PostgresServer
+    s3: RestartableSeaweed
     env: dict[str, str]
     daemon: subprocess.Popen
     log: Path
@@ -47,7 +51,7 @@ class Deployment:
 
 
 @pytest.fixture(scope="session")
-def deployment(tmp_path_factory, s3_server) -> Iterator[Deployment]:
+def deployment(tmp_path_factory) -> Iterator[Deployment]:
     folder = tmp_path_factory.mktemp("deployment")
     # Not under pytest's tmp root: every pytest start (any user's session) chmods it back to 0700,
     # which would lock the `postgres` user out of its own cluster mid-session.
@@ -57,21 +61,25 @@ def deployment(tmp_path_factory, s3_server) -> Iterator[Deployment]:
     home = folder / "dagster_home"
     home.mkdir()
     shutil.copy(ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")
-    bucket = s3_server.new_bucket()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AMR_", "DAGSTER_"))}
-    env.update(s3_server.env())
+    s3 = RestartableSeaweed(folder / "seaweedfs")  # the deployment's S3: compute logs, data roots
+    (folder / "seaweedfs").mkdir()
+    s3.start()
+    bucket = s3.server.new_bucket()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AMR_", "DAGSTER_", "AWS_"))}
+    env.update(s3.server.env())
     env.update(postgres.env())
     env.update(
         DAGSTER_HOME=str(home), PYTHONPATH=str(ROOT), AMR_HOME=str(folder / "amr"), AMR_CACHE_DIR=str(folder / "cache"),
         AMR_SEEDS_DIR=str(folder / "seeds"),  # the daemon's seed sensor watches it (empty: no runs)
         AMR_COMPUTE_LOG_BUCKET=bucket, AMR_COMPUTE_LOG_PREFIX="compute-logs", AMR_LLM_BACKEND="none",
+        AMR_S3_RETRY_BUDGET_S=str(S3_RETRY_BUDGET_S),
     )
     (folder / "seeds").mkdir()
     log = folder / "daemon.log"
     with log.open("w") as out:
         daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"], cwd=ROOT, env=env,
                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    deployment = Deployment(home, postgres, env, daemon, log)
+    deployment = Deployment(home, postgres, s3, env, daemon, log)
     try:
         pools = deployment.cli("pools", "--set", "sandbox=1")
         assert pools.returncode == 0, pools.stdout + pools.stderr
@@ -81,14 +89,16 @@ def deployment(tmp_path_factory, s3_server) -> Iterator[Deployment]:
             os.killpg(daemon.pid, signal.SIGTERM)
             daemon.wait(timeout=30)
         except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(daemon.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            daemon.wait()
+            pass
+        try:  # its code server outlives a SIGTERM by up to a minute: end the whole group
+            os.killpg(daemon.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        daemon.wait()
         if postgres.running():
             postgres.stop()
         shutil.rmtree(pg_folder, ignore_errors=True)
+        s3.stop()
 
 
 def daemon_log(deployment: Deployment) -> str:

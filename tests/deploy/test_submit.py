@@ -44,7 +44,7 @@ def _step_spans(instance: dg.DagsterInstance, run_id: str, step: str) -> tuple[f
     return times[dg.DagsterEventType.STEP_START], times[dg.DagsterEventType.STEP_SUCCESS]
 
 
-def test_submit_goes_through_the_queue_and_prints_each_stage(deployment, s3_server, tmp_path):
+def test_submit_goes_through_the_queue_and_prints_each_stage(deployment, tmp_path):
     seeds = tmp_path / "tiny_math.py"
     seeds.write_text(SEEDS.lstrip("\n"))
     data = tmp_path / "data"
@@ -72,8 +72,7 @@ def test_submit_goes_through_the_queue_and_prints_each_stage(deployment, s3_serv
     frame = pl.read_parquet(data / "deduped_seeds" / f"{key}.parquet")
     assert sorted(frame["name"]) == ["add_numbers", "is_even", "reverse_words"]
     # the steps' stdout/stderr went to S3 (dagster-aws S3ComputeLogManager), not the worker's disk
-    listed = s3_server.client().list_objects_v2(Bucket=deployment.env["AMR_COMPUTE_LOG_BUCKET"], Prefix="compute-logs/")
-    print(out, [obj["Key"] for obj in listed.get("Contents", [])])
+    listed = deployment.s3.server.client().list_objects_v2(Bucket=deployment.env["AMR_COMPUTE_LOG_BUCKET"], Prefix="compute-logs/")
     assert any(run_id in obj["Key"] for obj in listed.get("Contents", [])), listed
 
 
