@@ -110,7 +110,7 @@ def follow(
                 name = event.step_key or ""
                 error = ""
                 if event.event_type == dg.DagsterEventType.STEP_FAILURE and event.step_failure_data.error:
-                    error = event.step_failure_data.error.message.strip()
+                    error = root_cause(event.step_failure_data.error)
                 on_step(StepEnd(name, event.event_type == dg.DagsterEventType.STEP_SUCCESS, error))
             cursor = page.cursor
             if not page.has_more:
@@ -118,6 +118,14 @@ def follow(
         if finished:
             return run
         time.sleep(poll_s)
+
+
+def root_cause(error) -> str:
+    """What the stage itself raised (e.g. a storage outage naming its service), under Dagster's
+    "Error occurred while executing op ..." wrappers; its own causes are left out."""
+    while getattr(error, "cause", None) is not None and (error.cls_name or "").startswith("Dagster"):
+        error = error.cause
+    return error.message.strip()
 
 
 def run_failure_message(instance: dg.DagsterInstance, run_id: str) -> str:

@@ -12,6 +12,7 @@ import time
 import dagster as dg
 import polars as pl
 
+from amr_dagster.cli.submit import root_cause
 from amr_dagster.storage.frames import FrameStore
 from amr_dagster.storage.objectstore import open_store
 from tests.deploy.conftest import BIN, ROOT, S3_RETRY_BUDGET_S, daemon_log, wait_for
@@ -89,7 +90,7 @@ def test_s3_down_longer_than_the_budget_fails_naming_it_then_a_rerun_completes(d
     assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
     assert f"S3 at {endpoint}" in out and "unreachable" in out, out
     failures = instance.get_records_for_run(run_id, of_type={dg.DagsterEventType.STEP_FAILURE}).records
-    assert any(f"S3 at {endpoint}" in r.event_log_entry.dagster_event.step_failure_data.error.message for r in failures)
+    assert any(f"S3 at {endpoint}" in root_cause(r.event_log_entry.dagster_event.step_failure_data.error) for r in failures)
 
     again = _start_submit(deployment, seeds, data)
     out, _ = again.communicate(timeout=300)

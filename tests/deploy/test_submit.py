@@ -13,23 +13,9 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
+from tests.dagster.test_pipeline_e2e import SEEDS  # three documented functions
 from tests.deploy.conftest import daemon_log, wait_for
 
-SEEDS = '''
-def add_numbers(a: int, b: int) -> int:
-    """Return the sum of the two integers a and b."""
-    return a + b
-
-
-def is_even(n: int) -> bool:
-    """Return True when the integer n is divisible by two, else False."""
-    return n % 2 == 0
-
-
-def reverse_words(text: str) -> str:
-    """Return the words of text in reverse order, joined by single spaces."""
-    return " ".join(reversed(text.split()))
-'''
 SEED_STAGES = ["seed_functions", "filtered_seeds", "deduped_seeds"]
 
 
