@@ -34,9 +34,12 @@ POOLS = (*FIXED, *SIZED)
 
 
 def stage_pool(services: Iterable[str]) -> str | None:
-    """The one pool of a stage that takes ``services`` (its core function's arguments): the LLM
-    role's if it calls one (teacher first: it is the larger model), else the sandbox's."""
+    """The one pool of a stage that takes ``services`` (its core function's arguments): the
+    library's for the stage that grows it, else the LLM role's if it calls one (teacher first:
+    it is the larger model), else the sandbox's."""
     names = set(services)
+    if "open_library" in names:  # the stage that commits library snapshots (module_library)
+        return MODULE_LIBRARY
     if "teacher" in names:
         return LLM_TEACHER
     if names & {"generator", "make_generator"}:

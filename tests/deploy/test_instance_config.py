@@ -66,8 +66,11 @@ def test_ecs_launcher_replaces_the_default_one(tmp_path, monkeypatch):
 def test_every_declared_pool_has_a_limit():
     from amr_dagster.definitions import defs
 
-    declared = {a.op.pool for a in defs.assets if hasattr(a, "op") and a.op.pool}
-    assert declared <= set(POOLS), declared - set(POOLS)
+    pools = {a.key.to_user_string(): a.op.pool for a in defs.assets if hasattr(a, "op")}
+    assert set(filter(None, pools.values())) <= set(POOLS), pools
+    # the two writers of ordered shared state are serialized
+    assert pools["deduped_seeds"] == "minhash_dedup" and pools["module_library"] == "module_library"
+    assert pools["evolved_responses"] == "llm_teacher" and pools["executed_responses"] == "sandbox"
     limits = pool_limits(environ={"AMR_POOL_SANDBOX": "8"})
     assert limits["sandbox"] == 8 and limits["minhash_dedup"] == 1 and limits["module_library"] == 1
     assert pool_limits({"llm_teacher": 2}, environ={})["llm_teacher"] == 2
