@@ -98,10 +98,6 @@ def follow(
         run = instance.get_run_by_id(run_id)
         if run is None:
             raise LookupError(f"run {run_id} is not in the instance")
-        if run.status.value != status:
-            status = run.status.value
-            if on_status:
-                on_status(status)
         finished = run.is_finished  # read before the events: nothing after it is missed
         while True:
             page = instance.get_records_for_run(run_id, cursor=cursor, of_type=_STEP_ENDS, limit=100)
@@ -115,6 +111,10 @@ def follow(
             cursor = page.cursor
             if not page.has_more:
                 break
+        if run.status.value != status:  # after the steps it covers: "success" comes last
+            status = run.status.value
+            if on_status:
+                on_status(status)
         if finished:
             return run
         time.sleep(poll_s)
