@@ -14,10 +14,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TypeVar
 
 import dagster as dg
 
+T = TypeVar("T")
 PARTITION_TAG = "dagster/partition"
 PROJECT_WORKSPACE = Path(__file__).resolve().parents[2] / "workspace.yaml"
 
@@ -94,13 +95,14 @@ def follow(
     (QUEUED, STARTING, STARTED, ...). Returns the finished run."""
     cursor = None
     status = None
+    patient = _Patient(instance)
     while True:
-        run = instance.get_run_by_id(run_id)
+        run = patient(lambda: instance.get_run_by_id(run_id))
         if run is None:
             raise LookupError(f"run {run_id} is not in the instance")
         finished = run.is_finished  # read before the events: nothing after it is missed
         while True:
-            page = instance.get_records_for_run(run_id, cursor=cursor, of_type=_STEP_ENDS, limit=100)
+            page = patient(lambda: instance.get_records_for_run(run_id, cursor=cursor, of_type=_STEP_ENDS, limit=100))
             for record in page.records:
                 event = record.event_log_entry.dagster_event
                 name = event.step_key or ""
@@ -118,6 +120,38 @@ def follow(
         if finished:
             return run
         time.sleep(poll_s)
+
+
+class _Patient:
+    """Calls to the instance's storage that wait out a database restart: a connection error is
+    retried for up to ``budget_s`` seconds since the last success, then raised as an error
+    naming the storage (the run itself goes on without us)."""
+
+    def __init__(self, instance: dg.DagsterInstance, budget_s: float = 120.0) -> None:
+        self.instance, self.budget_s = instance, budget_s
+
+    def storage(self) -> str:
+        url = getattr(self.instance.run_storage, "postgres_url", None)
+        if not url:
+            return f"the instance's storage ({type(self.instance.run_storage).__name__})"
+        from sqlalchemy.engine import make_url
+
+        parsed = make_url(url)
+        return f"PostgreSQL at {parsed.host}:{parsed.port}/{parsed.database} (the instance's storage)"
+
+    def __call__(self, call: Callable[[], T]) -> T:
+        deadline = None
+        while True:
+            try:
+                return call()
+            except Exception as error:
+                module = type(error).__module__
+                if not module.startswith(("sqlalchemy", "psycopg", "dagster_postgres")):
+                    raise
+                deadline = deadline or time.monotonic() + self.budget_s
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{self.storage()} unreachable for {self.budget_s:.0f} s: {error}") from error
+                time.sleep(1.0)
 
 
 def root_cause(error) -> str:
