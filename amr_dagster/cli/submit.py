@@ -18,6 +18,8 @@ from typing import Callable, TypeVar
 
 import dagster as dg
 
+from amr_dagster.storage.retry import is_database_outage
+
 T = TypeVar("T")
 PARTITION_TAG = "dagster/partition"
 PROJECT_WORKSPACE = Path(__file__).resolve().parents[2] / "workspace.yaml"
@@ -145,8 +147,7 @@ class _Patient:
             try:
                 return call()
             except Exception as error:
-                module = type(error).__module__
-                if not module.startswith(("sqlalchemy", "psycopg", "dagster_postgres")):
+                if not is_database_outage(error):
                     raise
                 deadline = deadline or time.monotonic() + self.budget_s
                 if time.monotonic() > deadline:

@@ -66,3 +66,10 @@ def with_retries(call: Callable[[], T], service: str, what: str, budget: float |
                 ) from error
             sleep(delay)
             delay = min(delay * 2, 5.0)
+
+
+def is_database_outage(error: BaseException) -> bool:
+    """An error of the instance's database driver (PostgreSQL restarting: connection refused,
+    "server closed the connection unexpectedly"), told apart by the raising library."""
+    module = type(error).__module__
+    return module.startswith(("sqlalchemy", "psycopg", "dagster_postgres"))

@@ -50,7 +50,7 @@ class Deployment:
             return dg.DagsterInstance.from_config(str(self.home))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # torn down when tests/deploy/ is done, not at the session's end
 def deployment(tmp_path_factory) -> Iterator[Deployment]:
     folder = tmp_path_factory.mktemp("deployment")
     # Not under pytest's tmp root: every pytest start (any user's session) chmods it back to 0700,
