@@ -1,5 +1,6 @@
 """``deduped_seeds``: MinHash near-dedup within the batch and against every earlier batch."""
 
+from amr_dagster.pools import MINHASH_DEDUP
 from amr_dagster.schemas import DEDUPED_SEED_COLUMNS
 from amr_dagster.seeds.dedup import DedupConfig
 from amr_dagster.seeds.stages import dedup_seeds
@@ -17,7 +18,7 @@ SPEC = StageSpec(
     schema=DEDUPED_SEED_COLUMNS,
     # One batch at a time: batch N is compared against every batch deduplicated before it,
     # so the order must be a single, recorded sequence (the store's ledger).
-    pool="minhash_dedup",
+    pool=MINHASH_DEDUP,
     description="MinHash (word 5-gram shingles, LSH) near-dedup, global across batches through stored "
     "signatures. The earliest copy survives; a rejected row names the id it duplicates.",
 )

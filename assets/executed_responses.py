@@ -10,7 +10,6 @@ SPEC = StageSpec(
     run=run_in_sandbox,
     upstream=("responses",),
     schema=EXECUTED_SCHEMA,
-    pool="sandbox",
     description="Each parsed sample executed in the sandbox by the harness-owned runner: verdict, "
     "tests run/passed and duration per sample. Accepted = at least one test ran and all passed.",
 )

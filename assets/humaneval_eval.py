@@ -21,7 +21,6 @@ SPEC = StageSpec(
     run=evaluate_humaneval,
     config=HumanEvalSettings,
     partitioned=False,
-    pool="sandbox",
     checks={"problems_accounted": "every requested problem has a row with a sandbox verdict"},
     description="pass@1 (greedy) and pass@k (sampled, unbiased estimator) of the generator on HumanEval's "
     "164 problems, each completion run in the project's sandbox; one row per problem.",

@@ -31,6 +31,8 @@ import polars as pl
 
 from amr_dagster.accounting import Markdown, StageResult, accounting, schema_problems
 from amr_dagster.outcomes import summarize
+from amr_dagster.pools import stage_pool
+from amr_dagster.storage.retry import StorageUnavailable
 from amr_dagster.profiles import apply_profile, has_profile_section
 from assets.partitions import seed_batches
 
@@ -163,15 +165,18 @@ def stage_asset(spec: StageSpec) -> dg.AssetsDefinition:
         raise TypeError(f"{spec.name}: a `config` argument and StageSpec.config go together")
 
     def compute(context: dg.AssetExecutionContext, **inputs: Any) -> Iterator[Any]:
-        started = time.perf_counter()
-        call = _Call(context, inputs.pop("config", None))
-        roles = spec.llm_roles()
-        cache = call.layout().llm_cache_path() if roles else None
-        before = {role: getattr(call.resources, role).usage_snapshot(cache) for role in roles}
-        arguments = {name: inputs[name] if name in spec.upstream else PROVIDERS[name][1](call) for name in spec.arguments()}
-        result = spec.run(**arguments)
-        usage = {role: getattr(call.resources, role).usage_since(before[role], cache) for role in roles}
-        yield from _report(context, spec, result, started, usage, call)
+        try:
+            started = time.perf_counter()
+            call = _Call(context, inputs.pop("config", None))
+            roles = spec.llm_roles()
+            cache = call.layout().llm_cache_path() if roles else None
+            before = {role: getattr(call.resources, role).usage_snapshot(cache) for role in roles}
+            arguments = {name: inputs[name] if name in spec.upstream else PROVIDERS[name][1](call) for name in spec.arguments()}
+            result = spec.run(**arguments)
+            usage = {role: getattr(call.resources, role).usage_since(before[role], cache) for role in roles}
+            yield from _report(context, spec, result, started, usage, call)
+        except StorageUnavailable as err:  # the store already spent its retry budget: fail now, say where
+            raise dg.Failure(description=str(err), allow_retries=False) from err
 
     parameters = [inspect.Parameter("context", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=dg.AssetExecutionContext)]
     if spec.config is not None:
@@ -192,7 +197,7 @@ def stage_asset(spec: StageSpec) -> dg.AssetsDefinition:
         ins={name: dg.AssetIn(name) for name in spec.upstream},
         required_resource_keys=spec.resource_keys(),
         check_specs=_check_specs(spec),
-        pool=spec.pool,
+        pool=spec.pool or stage_pool(spec.arguments()),  # one pool per step: amr_dagster/pools.py
         kinds=spec.all_kinds(),
         owners=list(OWNERS),
         tags={"amr/phase": spec.group, **({"amr/llm": "true"} if is_llm else {})},

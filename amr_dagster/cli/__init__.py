@@ -142,6 +142,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         printed.add(name)
         terminal.line(_stage_line(store, name, batch.key, global_names) if ok else f"{name:<22}{'FAILED':>28}")
 
+    config = run_config(args, selected, set(defs.resources))
+    if args.submit:
+        return _submit_and_follow(args, instance, selected, config, batch.key, store, global_names, data.url)
     print(f"\n{'stage':<22}{'rows':>8}{'accepted':>10}{'rejected':>10}  top rejection reasons")
     started = time.perf_counter()
     job = defs.resolve_job_def(PIPELINE_JOB).with_hooks(stage_hooks(stage_done))
@@ -150,7 +153,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             partition_key=batch.key,
             instance=instance,
             asset_selection=[dg.AssetKey.from_user_string(s) for s in selected],
-            run_config=run_config(args, selected, set(defs.resources)),
+            run_config=config,
             raise_on_error=False,
         )
     wall = time.perf_counter() - started
@@ -166,6 +169,37 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"\nrun {result.run_id} {'succeeded' if result.success else 'FAILED'} in {wall:.1f}s; outputs under {data.url}")
     print(f"open the UI: DAGSTER_HOME={dagster_home} .venv/bin/dagster dev -w workspace.yaml")
     return 0 if result.success else 1
+
+
+def _submit_and_follow(args, instance, selected: list[str], config: dict, key: str, store, global_names: set[str], url: str) -> int:
+    """``--submit``: the run goes to the instance's queue (the daemon launches it, as for a UI
+    launch); each stage's line is printed as its step ends, and the exit status is the run's."""
+    from amr_dagster.cli.submit import follow, run_failure_message, submit
+    from amr_dagster.storage.retry import StorageUnavailable
+    from sensors.seed_sensor import PIPELINE_JOB
+
+    started = time.perf_counter()
+    run = submit(instance, PIPELINE_JOB, selected, config, partition_key=key, workspace=args.workspace)
+    print(f"run {run.run_id} submitted to the instance's queue ({type(instance.run_coordinator).__name__})")
+    print(f"\n{'stage':<22}{'rows':>8}{'accepted':>10}{'rejected':>10}  top rejection reasons")
+
+    def step_done(step) -> None:
+        if step.ok:
+            try:
+                line = _stage_line(store, step.name, key, global_names)
+            except StorageUnavailable as err:  # the run goes on (or fails) on its own; say why there are no counts
+                line = f"{step.name:<22}{'done':>28}  (counts unreadable: {err})"
+            print(line, flush=True)
+        else:
+            print(f"{step.name:<22}{'FAILED':>28}  {step.error.splitlines()[0] if step.error else ''}", flush=True)
+
+    run = follow(instance, run.run_id, step_done, on_status=lambda status: print(f"  [run {status.lower()}]", flush=True))
+    _print_pass_rate(store, key, selected)
+    ok = run.status == run.status.SUCCESS
+    if not ok and (reason := run_failure_message(instance, run.run_id)):
+        print(f"run failure: {reason}")
+    print(f"\nrun {run.run_id} {run.status.value} in {time.perf_counter() - started:.1f}s; outputs under {url}")
+    return 0 if ok else 1
 
 
 def _stage_line(store, name: str, key: str, global_names: set[str]) -> str:
@@ -258,6 +292,31 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pools(args: argparse.Namespace) -> int:
+    """Set every pool's limit on the instance ($DAGSTER_HOME): ``minhash_dedup`` and
+    ``module_library`` at 1, the others from ``AMR_POOL_<NAME>`` or ``--set NAME=LIMIT``."""
+    from amr_dagster.pools import pool_limits
+
+    overrides = {}
+    for item in args.set or []:
+        name, sep, value = item.partition("=")
+        if not sep or not value.isdigit():
+            raise SystemExit(f"--set expects POOL=LIMIT, got {item!r}")
+        overrides[name] = int(value)
+    try:
+        limits = pool_limits(overrides)
+    except ValueError as err:
+        print(f"amr-dagster pools: {err}", file=sys.stderr)
+        return 2
+    import dagster as dg
+
+    instance = dg.DagsterInstance.get()
+    for name, limit in limits.items():
+        instance.event_log_storage.set_concurrency_slots(name, limit)
+        print(f"pool {name:<15} limit {limit}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="amr-dagster", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -280,6 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "evolution.use_retrieval=false, deduped_seeds.threshold=0.8 (repeatable; values in YAML)")
     run.add_argument("--humaneval-limit", type=int, default=None, help="humaneval_eval: first N problems only (default all 164)")
     run.add_argument("--humaneval-samples", type=int, default=None, help="humaneval_eval: sampled completions per problem for pass@k (default 0: greedy pass@1 only)")
+    run.add_argument("--submit", action="store_true", help="send the run to the instance's queue ($DAGSTER_HOME's run coordinator; the "
+                     "daemon launches it, as for a UI launch) and follow it, instead of running in this process")
+    run.add_argument("--workspace", help="with --submit: the workspace.yaml whose code location builds the run (default: the project's)")
     run.add_argument("-v", "--verbose", action="store_true", help="show Dagster's step logs")
     run.set_defaults(func=cmd_run)
 
@@ -299,6 +361,11 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--width", type=int, default=60, help="maximum characters per cell (default 60)")
     show.add_argument("--data-dir", help="data root (default $AMR_DATA_DIR or ./.amr/data)")
     show.set_defaults(func=cmd_show)
+
+    pools = sub.add_parser("pools", help="set the deployment's pool limits on the instance ($DAGSTER_HOME)")
+    pools.add_argument("--set", action="append", metavar="POOL=LIMIT", help="a sized pool's limit (sandbox, llm_generator, llm_teacher; "
+                       "default AMR_POOL_<NAME>, else 2, 4, 4); minhash_dedup and module_library are always 1")
+    pools.set_defaults(func=cmd_pools)
 
     from amr_dagster.sandbox.verify import add_verify_arguments, run_verify
 

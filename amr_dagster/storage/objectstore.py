@@ -20,6 +20,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
+from amr_dagster.storage.retry import with_retries
+
 
 def is_s3(url: str | os.PathLike[str] | None) -> bool:
     return str(url or "").startswith("s3://")
@@ -218,25 +220,41 @@ class S3ObjectStore:
     def uri(self, key: str = "") -> str:
         return f"s3://{self.bucket}/{self._key(key)}"
 
+    def _retried(self, call: Callable[[], Any], what: str) -> Any:
+        """``call`` through the bounded retry budget (storage/retry.py): a restarting endpoint
+        is waited for; one that stays down fails with an error naming it."""
+        endpoint = getattr(getattr(self.client, "meta", None), "endpoint_url", "") or "the default endpoint"
+        return with_retries(call, f"S3 at {endpoint} (bucket {self.bucket})", what)
+
     def get(self, key: str) -> bytes | None:
-        try:
-            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
-        except Exception as error:  # botocore's ClientError; missing keys are None
-            if _s3_error_code(error) in _MISSING:
-                return None
-            raise
+        def call() -> bytes | None:
+            try:
+                return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+            except Exception as error:  # botocore's ClientError; missing keys are None
+                if _s3_error_code(error) in _MISSING:
+                    return None
+                raise
+
+        return self._retried(call, f"read {self.uri(key)}")
 
     def put(self, key: str, data: bytes) -> None:
-        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+        self._retried(lambda: self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data), f"write {self.uri(key)}")
 
     def _conditional_put(self, key: str, data: bytes, **condition: str) -> bool:
-        try:
-            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **condition)
-            return True
-        except Exception as error:
-            if _s3_error_code(error) in _CONFLICT:
-                return False
-            raise
+        failed_before = []  # a transient failure may hide a write that did land
+
+        def call() -> bool:
+            try:
+                self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **condition)
+                return True
+            except Exception as error:
+                if _s3_error_code(error) in _CONFLICT:
+                    # Our own earlier attempt may have landed before its answer was lost.
+                    return bool(failed_before) and self.get(key) == data
+                failed_before.append(error)
+                raise
+
+        return self._retried(call, f"write {self.uri(key)} ({', '.join(condition)})")
 
     def create(self, key: str, data: bytes) -> bool:
         return self._conditional_put(key, data, IfNoneMatch="*")
@@ -247,18 +265,21 @@ class S3ObjectStore:
         return self._conditional_put(key, data, IfMatch=etag)
 
     def etag(self, key: str) -> str | None:
-        try:
-            return str(self.client.head_object(Bucket=self.bucket, Key=self._key(key))["ETag"])
-        except Exception as error:
-            if _s3_error_code(error) in _MISSING:
-                return None
-            raise
+        def call() -> str | None:
+            try:
+                return str(self.client.head_object(Bucket=self.bucket, Key=self._key(key))["ETag"])
+            except Exception as error:
+                if _s3_error_code(error) in _MISSING:
+                    return None
+                raise
+
+        return self._retried(call, f"stat {self.uri(key)}")
 
     def exists(self, key: str) -> bool:
         return self.etag(key) is not None
 
     def delete(self, key: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        self._retried(lambda: self.client.delete_object(Bucket=self.bucket, Key=self._key(key)), f"delete {self.uri(key)}")
 
     def _objects(self, prefix: str, start_after: str = "") -> list[dict[str, Any]]:
         full = join(self.prefix, prefix)
@@ -266,10 +287,13 @@ class S3ObjectStore:
         args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": full}
         if start_after:
             args["StartAfter"] = self._key(start_after)
-        found = []
-        for page in self.client.get_paginator("list_objects_v2").paginate(**args):
-            found.extend(page.get("Contents", []))
-        return found
+        def call() -> list[dict[str, Any]]:
+            found = []
+            for page in self.client.get_paginator("list_objects_v2").paginate(**args):
+                found.extend(page.get("Contents", []))
+            return found
+
+        return self._retried(call, f"list {self.uri(prefix)}")
 
     def _relative(self, key: str) -> str:
         return key[len(self.prefix) + 1:] if self.prefix else key
