@@ -1,9 +1,9 @@
 """The Dagster UI in a real browser: Debian's chromium driven by Playwright, against
-``dagster dev`` on a fresh instance, with real runs of the real job.
+``dagster dev`` on the project's instance, with real runs of the real job.
 
 One ``dagster dev`` serves the whole module (own process group, killed as a group: it ignores
-SIGTERM for a while), on free loopback ports, with a ``DAGSTER_HOME`` under tmp (telemetry off)
-loading the project's code location with fast resource config (``tests/ui/fast_definitions.py``:
+SIGTERM for a while), on free loopback ports, on the one-machine instance ``amr-dagster``
+creates under ``AMR_HOME`` (here a fresh folder under tmp; SQLite, telemetry off), loading the project's code location with fast resource config (``tests/ui/fast_definitions.py``:
 one sample, small token budgets) and the deployment's values in its environment (the embedded
 Gemma 3 270M through llama.cpp, the local bubblewrap sandbox), tiny seed files. In order:
 
@@ -21,7 +21,6 @@ Each step asserts the page's state and only then saves a screenshot, into
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -122,15 +121,18 @@ class Site:
 
     def __init__(self, base: Path) -> None:
         self.base = base
-        self.home, self.data, self.seeds, self.registered = (base / n for n in ("dagster_home", "data", "seeds", "registered"))
-        for p in (self.home, self.data, self.seeds, self.registered):
+        # The project's one-machine layout under AMR_HOME: the Dagster instance `amr-dagster`
+        # creates (<AMR_HOME>/dagster, SQLite, telemetry off) and the data root (<AMR_HOME>/data).
+        self.amr_home = base / "amr"
+        self.home, self.data = self.amr_home / "dagster", self.amr_home / "data"
+        self.seeds, self.registered = base / "seeds", base / "registered"
+        for p in (self.data, self.seeds, self.registered):
             p.mkdir(parents=True, exist_ok=True)
-        (self.home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("AMR_", "DAGSTER_"))},
             **FAST_ENV,
             "PYTHONPATH": str(ROOT),
-            "DAGSTER_HOME": str(self.home),
+            "AMR_HOME": str(self.amr_home),
             "AMR_DATA_DIR": str(self.data),
             "AMR_SEEDS_DIR": str(self.seeds),
         }
@@ -139,23 +141,29 @@ class Site:
         self.log = base / "dagster_dev.log"
         self.proc: subprocess.Popen | None = None
         self.pgid: int | None = None
+        self.keys: dict[str, str] = {}  # seed name -> partition key of the registered batches
 
     def log_tail(self, chars: int = 4000) -> str:
         """The end of ``dagster dev``'s log (webserver, daemon and run output), for failure messages."""
         return f"dagster dev log ({self.log}), last {chars} characters:\n" + self.log.read_text(errors="replace")[-chars:]
 
     def register(self, name: str) -> str:
-        """Register a seed file as a batch and add its partition to the instance (what
-        ``amr-dagster run --seeds`` does), outside the sensor's folder."""
+        """Register a seed file as a batch and add its partition to the project's instance, the
+        way ``amr-dagster run --seeds`` does (which also creates that instance on first use),
+        outside the sensor's folder."""
         code = (
             "import sys, dagster as dg; from pathlib import Path; "
+            "from amr_dagster.cli import _dagster_home; "
             "from amr_dagster.seeds.batches import BatchRegistry; "
+            "home = _dagster_home(); "
             "b = BatchRegistry().register(Path(sys.argv[1])); "
-            "dg.DagsterInstance.get().add_dynamic_partitions('seed_batches', [b.key]); print(b.key)"
+            "dg.DagsterInstance.get().add_dynamic_partitions('seed_batches', [b.key]); print(home); print(b.key)"
         )
         path = _write_seed(self.registered, name)
         out = subprocess.run([sys.executable, "-c", code, str(path)], env=self.env, cwd=ROOT, capture_output=True, text=True, check=True)
-        return out.stdout.strip().splitlines()[-1]
+        home, key = out.stdout.strip().splitlines()[-2:]
+        assert Path(home) == self.home.resolve(), (home, self.home)
+        return key
 
     def workspace(self) -> Path:
         """The project's code location with the fast resource config (tests/ui/fast_definitions.py)."""
@@ -167,7 +175,9 @@ class Site:
         dagster = Path(sys.executable).parent / "dagster"
         self.proc = subprocess.Popen(
             [str(dagster), "dev", "-w", str(self.workspace()), "-h", "127.0.0.1", "-p", str(self.port)],
-            cwd=ROOT, env=self.env, stdout=self.log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+            # README, "Opening the UI": DAGSTER_HOME=<AMR_HOME>/dagster dagster dev -w ...
+            cwd=ROOT, env={**self.env, "DAGSTER_HOME": str(self.home)},
+            stdout=self.log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
         )
         self.pgid = self.proc.pid  # its own session: the group id is its pid
         deadline = time.monotonic() + 180
@@ -184,7 +194,7 @@ class Site:
 
     def stop(self) -> None:
         """End the whole process group (webserver, daemon, code server, run workers)."""
-        if self.pgid is None:
+        if self.proc is None or self.pgid is None:
             return
         try:  # the group outlives a dead ``dagster dev`` (its daemon and run workers): end it anyway
             os.killpg(self.pgid, signal.SIGTERM)
@@ -427,7 +437,7 @@ def test_materialize_seed_stages_from_the_ui(site, page, shots):
     expected = {"dagster/row_count": frame.height, "input_rows": 2, "accepted": accepted, "rejected": frame.height - accepted}
     shown_counts = {name: metadata_value(page, name) for name in expected}
     assert shown_counts == {k: str(v) for k, v in expected.items()}, (shown_counts, expected)
-    page.locator("tr").filter(has=page.get_by_text("input_rows", exact=True)).first.scroll_into_view_if_needed()
+    page.locator("tr").filter(has=page.get_by_text("input_rows", exact=True)).first.evaluate("e => e.scrollIntoView({block: 'center'})")
     shot(page, shots, "3-filtered-seeds-row-counts")
 
 
@@ -447,17 +457,23 @@ def test_sensor_turns_a_dropped_file_into_a_partition_and_a_successful_run(site,
     key = batch_key(dropped)
     # The sensor's next tick (every 30 s) adds the partition and requests its run.
     wait_for_text(page, site, path, re.compile(r"\b1 runs? requested"), timeout_s=180)
-    partitions = "/assets/seed_functions?view=partitions"
+    shot(page, shots, "5-sensor-tick-requested-a-run")
+    partitions = f"/assets/seed_functions?view=partitions&partition={key}"
     open_page(page, site, partitions)
     wait_for_text(page, site, partitions, key, timeout_s=60)
-    shot(page, shots, "5-sensor-partition-listed")
+    # Listed on the left and opened on the right (an unknown key would read "No partition selected").
+    deadline = time.monotonic() + 30
+    while page.get_by_text(key, exact=True).count() < 2:
+        assert time.monotonic() < deadline, f"partition {key} listed but not opened on {partitions}"
+        time.sleep(0.5)
+    shot(page, shots, "6-sensor-partition-listed")
 
     run_id = open_run_from_list(page, site, f"partition: {key}")
     wait_for_run(page, site, run_id, timeout_s=1800)
     assert page.get_by_text(f"partition: {key}").first.is_visible()
     page.get_by_text("seed_file_sensor").first.wait_for()  # launched by the sensor
     page.get_by_text("amr_pipeline").first.wait_for()
-    shot(page, shots, "6-sensor-run-succeeded")
+    shot(page, shots, "7-sensor-run-succeeded")
 
     # The whole job ran: the dataset card and its figures, shown in the UI as Markdown images.
     card = site.data / "instruction_dataset" / "DATASET_CARD.md"
@@ -472,7 +488,7 @@ def test_sensor_turns_a_dropped_file_into_a_partition_and_a_successful_run(site,
     images.first.wait_for()
     widths = images.evaluate_all("els => els.map(e => e.naturalWidth)")
     assert len(widths) == 2 and all(w > 0 for w in widths), widths
-    shot(page, shots, "7-dataset-card-figures")
+    shot(page, shots, "8-dataset-card-figures")
 
 
 def test_backfill_over_two_partitions_from_the_ui(site, page, shots):
@@ -497,7 +513,7 @@ def test_backfill_over_two_partitions_from_the_ui(site, page, shots):
     for stage in SEED_STAGES:  # per asset: targeted, in progress, succeeded, failed
         counts = re.search(rf"{stage}\n(?:{stage}\n)?100% completed\n(\d+)\n(\d+)\n(\d+)\n(\d+)", body)
         assert counts and counts.groups() == ("2", "0", "2", "0"), f"{stage}: {counts and counts.groups()}\n{body}"
-    shot(page, shots, "8-backfill-completed")
+    shot(page, shots, "9-backfill-completed")
 
 
 def backfill_status(page) -> str | None:
