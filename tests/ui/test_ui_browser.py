@@ -1,9 +1,9 @@
 """The Dagster UI in a real browser: Debian's chromium driven by Playwright, against
-``dagster dev`` on a fresh instance, with real runs of the real job.
+``dagster dev`` on the project's instance, with real runs of the real job.
 
 One ``dagster dev`` serves the whole module (own process group, killed as a group: it ignores
-SIGTERM for a while), on free loopback ports, with a ``DAGSTER_HOME`` under tmp (telemetry off)
-loading the project's code location with fast resource config (``tests/ui/fast_definitions.py``:
+SIGTERM for a while), on free loopback ports, on the one-machine instance ``amr-dagster``
+creates under ``AMR_HOME`` (here a fresh folder under tmp; SQLite, telemetry off), loading the project's code location with fast resource config (``tests/ui/fast_definitions.py``:
 one sample, small token budgets) and the deployment's values in its environment (the embedded
 Gemma 3 270M through llama.cpp, the local bubblewrap sandbox), tiny seed files. In order:
 
@@ -21,7 +21,6 @@ Each step asserts the page's state and only then saves a screenshot, into
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -37,25 +36,25 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+from playwright.sync_api import sync_playwright
 
-# Known broken after this session's merge (issue 15 stays open): with the external ``seed_files``
-# asset and the ``evaluation`` group in the graph, the graph and Materialize pages no longer match
-# the selectors below (the button now reads "Materialize all (N)…"; the graph test still times
-# out after that fix). Each part passed on its own branch before the merge.
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--no-first-run",
 ]
+# Every asset of the code location, in graph order (README "The asset graph").
 STAGES = [
-    "seed_functions", "filtered_seeds", "deduped_seeds", "seed_concepts", "instructions", "responses",
+    "seed_files", "seed_functions", "filtered_seeds", "deduped_seeds", "seed_concepts", "instructions", "responses",
     "executed_responses", "decomposed_modules", "library_candidates", "module_library", "evolved_responses",
-    "verified_pairs", "instruction_dataset",
+    "verified_pairs", "instruction_dataset", "humaneval_eval",
 ]
 SEED_STAGES = ["seed_functions", "filtered_seeds", "deduped_seeds"]
-# "Materialize all (N)…": N counts the materializable assets in view (not the external seed_files).
-MATERIALIZE_ALL = re.compile(r"^Materialize all")
+# "Materialize all (N)…" (N: the materializable assets in view). The button's accessible name
+# starts with its icon's label ("materialization Materialize all (14)…"), hence no "^".
+MATERIALIZE_ALL = re.compile(r"Materialize all \(\d+\)")
 # The deployment's values (read where a step runs): the embedded engine and the local sandbox.
 # The fast generation settings are the code location's resource config (tests/ui/fast_definitions.py).
 FAST_ENV = {"AMR_LLM_BACKEND": "llama_cpp", "AMR_SANDBOX_BACKEND": "local"}
@@ -101,10 +100,7 @@ SEEDS = {
     ''',
 }
 
-pytestmark = [
-    pytest.mark.slow, pytest.mark.llm,
-    pytest.mark.skip(reason="UI selectors out of date after the seed_files/evaluation merge; see issue 15"),
-]
+pytestmark = [pytest.mark.slow, pytest.mark.llm]
 
 
 def _free_port() -> int:
@@ -125,15 +121,18 @@ class Site:
 
     def __init__(self, base: Path) -> None:
         self.base = base
-        self.home, self.data, self.seeds, self.registered = (base / n for n in ("dagster_home", "data", "seeds", "registered"))
-        for p in (self.home, self.data, self.seeds, self.registered):
+        # The project's one-machine layout under AMR_HOME: the Dagster instance `amr-dagster`
+        # creates (<AMR_HOME>/dagster, SQLite, telemetry off) and the data root (<AMR_HOME>/data).
+        self.amr_home = base / "amr"
+        self.home, self.data = self.amr_home / "dagster", self.amr_home / "data"
+        self.seeds, self.registered = base / "seeds", base / "registered"
+        for p in (self.data, self.seeds, self.registered):
             p.mkdir(parents=True, exist_ok=True)
-        (self.home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("AMR_", "DAGSTER_"))},
             **FAST_ENV,
             "PYTHONPATH": str(ROOT),
-            "DAGSTER_HOME": str(self.home),
+            "AMR_HOME": str(self.amr_home),
             "AMR_DATA_DIR": str(self.data),
             "AMR_SEEDS_DIR": str(self.seeds),
         }
@@ -141,19 +140,30 @@ class Site:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = base / "dagster_dev.log"
         self.proc: subprocess.Popen | None = None
+        self.pgid: int | None = None
+        self.keys: dict[str, str] = {}  # seed name -> partition key of the registered batches
+
+    def log_tail(self, chars: int = 4000) -> str:
+        """The end of ``dagster dev``'s log (webserver, daemon and run output), for failure messages."""
+        return f"dagster dev log ({self.log}), last {chars} characters:\n" + self.log.read_text(errors="replace")[-chars:]
 
     def register(self, name: str) -> str:
-        """Register a seed file as a batch and add its partition to the instance (what
-        ``amr-dagster run --seeds`` does), outside the sensor's folder."""
+        """Register a seed file as a batch and add its partition to the project's instance, the
+        way ``amr-dagster run --seeds`` does (which also creates that instance on first use),
+        outside the sensor's folder."""
         code = (
             "import sys, dagster as dg; from pathlib import Path; "
+            "from amr_dagster.cli import _dagster_home; "
             "from amr_dagster.seeds.batches import BatchRegistry; "
+            "home = _dagster_home(); "
             "b = BatchRegistry().register(Path(sys.argv[1])); "
-            "dg.DagsterInstance.get().add_dynamic_partitions('seed_batches', [b.key]); print(b.key)"
+            "dg.DagsterInstance.get().add_dynamic_partitions('seed_batches', [b.key]); print(home); print(b.key)"
         )
         path = _write_seed(self.registered, name)
         out = subprocess.run([sys.executable, "-c", code, str(path)], env=self.env, cwd=ROOT, capture_output=True, text=True, check=True)
-        return out.stdout.strip().splitlines()[-1]
+        home, key = out.stdout.strip().splitlines()[-2:]
+        assert Path(home) == self.home.resolve(), (home, self.home)
+        return key
 
     def workspace(self) -> Path:
         """The project's code location with the fast resource config (tests/ui/fast_definitions.py)."""
@@ -165,8 +175,11 @@ class Site:
         dagster = Path(sys.executable).parent / "dagster"
         self.proc = subprocess.Popen(
             [str(dagster), "dev", "-w", str(self.workspace()), "-h", "127.0.0.1", "-p", str(self.port)],
-            cwd=ROOT, env=self.env, stdout=self.log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+            # README, "Opening the UI": DAGSTER_HOME=<AMR_HOME>/dagster dagster dev -w ...
+            cwd=ROOT, env={**self.env, "DAGSTER_HOME": str(self.home)},
+            stdout=self.log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
         )
+        self.pgid = self.proc.pid  # its own session: the group id is its pid
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -181,16 +194,18 @@ class Site:
 
     def stop(self) -> None:
         """End the whole process group (webserver, daemon, code server, run workers)."""
-        if self.proc is None or self.proc.poll() is not None:
+        if self.proc is None or self.pgid is None:
             return
-        pgid = os.getpgid(self.proc.pid)
-        os.killpg(pgid, signal.SIGTERM)
+        try:  # the group outlives a dead ``dagster dev`` (its daemon and run workers): end it anyway
+            os.killpg(self.pgid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
         try:
             self.proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             pass
         try:
-            os.killpg(pgid, signal.SIGKILL)
+            os.killpg(self.pgid, signal.SIGKILL)
         except ProcessLookupError:
             pass
         self.proc.wait(timeout=15)
@@ -233,8 +248,6 @@ def shots(request):
 
 @pytest.fixture(scope="module")
 def page(site):
-    from playwright.sync_api import sync_playwright
-
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         context = browser.new_context(viewport={"width": 1600, "height": 1000})
@@ -261,28 +274,44 @@ def open_page(page, site: Site, path: str) -> None:
     assert not page.get_by_text("Join the Dagster community").count()
 
 
-def wait_for_text(page, site: Site, path: str, text: str | re.Pattern, timeout_s: float, fail: str | None = None, reload_every_s: float = 10) -> None:
-    """Reload ``path`` until ``text`` shows (the UI also updates live; reloading is the fallback)."""
+def wait_for_text(page, site: Site, path: str, text: str | re.Pattern, timeout_s: float, reload_every_s: float = 15) -> None:
+    """Wait until ``text`` shows on ``path``; the UI updates live, reloading is the fallback."""
     deadline = time.monotonic() + timeout_s
     while True:
-        locator = page.get_by_text(text).first
         try:
-            locator.wait_for(state="visible", timeout=reload_every_s * 1000)
+            page.get_by_text(text).first.wait_for(state="visible", timeout=reload_every_s * 1000)
             return
-        except Exception:
+        except PlaywrightTimeout:
             pass
-        if fail and page.get_by_text(fail, exact=True).count():
-            pytest.fail(f"{path}: {fail!r} shown while waiting for {text!r}\n{site.log.read_text()[-4000:]}")
         if time.monotonic() > deadline:
-            pytest.fail(f"{path}: {text!r} not shown after {timeout_s:.0f}s\n{site.log.read_text()[-4000:]}")
+            pytest.fail(f"{path}: {text!r} not shown after {timeout_s:.0f} s\n{site.log_tail()}")
         open_page(page, site, path)
 
 
+# The run page's header tag (RunStatusTag): the run's status in words.
+RUN_STATUS = re.compile(r"^(Success|Failure|Canceled|Canceling|Started|Starting|Queued|Not started|Managed)$")
+
+
+def run_status(page) -> str | None:
+    tag = page.locator(".BaseTag").filter(has_text=RUN_STATUS).first
+    try:
+        return tag.inner_text(timeout=10_000).strip()
+    except PlaywrightTimeout:
+        return None
+
+
 def wait_for_run(page, site: Site, run_id: str, timeout_s: float) -> None:
+    """Open the run's page and wait until its status tag reads "Success" (a failure fails at once)."""
     path = f"/runs/{run_id}"
     open_page(page, site, path)
-    wait_for_text(page, site, path, "RUN_SUCCESS", timeout_s, fail="RUN_FAILURE")
-    assert page.get_by_text("Success", exact=True).first.is_visible()
+    deadline = time.monotonic() + timeout_s
+    while (status := run_status(page)) != "Success":
+        assert status not in ("Failure", "Canceled", "Canceling"), f"run {run_id}: {status}\n{site.log_tail()}"
+        assert time.monotonic() < deadline, f"run {run_id} still {status} after {timeout_s:.0f} s\n{site.log_tail()}"
+        time.sleep(10)
+        open_page(page, site, path)  # the page follows the run live; a reload guards against a stale socket
+    # The event log follows the run to its end: its last lifecycle event is there too.
+    page.get_by_text("RUN_SUCCESS", exact=True).first.wait_for()
 
 
 # The runs list is built of divs: from each run's link, climb to the largest ancestor that holds
@@ -308,9 +337,10 @@ RUN_LINKS_SHOWING = """(text) => {
 def open_run_from_list(page, site: Site, text: str) -> str:
     """On the Runs page, open the run whose row shows ``text`` (a short run id, a partition);
     returns the full run id from the run page's address."""
+    open_page(page, site, "/runs")
     wait_for_text(page, site, "/runs", text, timeout_s=120)
     runs = page.evaluate(RUN_LINKS_SHOWING, text)
-    assert runs, f"no run link in a row showing {text!r}"
+    assert len(runs) == 1, f"runs list: {len(runs)} runs in rows showing {text!r}: {runs}"
     open_page(page, site, runs[0])
     return runs[0].rsplit("/", 1)[1]
 
@@ -320,20 +350,26 @@ def shot(page, folder: Path, name: str) -> None:
 
 
 def node_names(page) -> list[str]:
-    return page.locator("[class*=AssetNode_assetName]").all_inner_texts()
+    return [t.strip() for t in page.locator("[class*=AssetNode_assetName]").all_inner_texts()]
 
 
 def shown(name: str, labels: list[str]) -> bool:
     """Is asset ``name`` among the graph's labels (a long name is cut in the middle with ``…``)?"""
     for label in labels:
-        label = label.strip()
         if label == name:
             return True
         if "…" in label:
             head, tail = label.split("…", 1)
-            if name.startswith(head) and name.endswith(tail):
+            if name.startswith(head) and name.endswith(tail) and len(name) > len(head) + len(tail):
                 return True
     return False
+
+
+def metadata_value(page, name: str) -> str:
+    """The value cell of metadata entry ``name`` in the asset page's metadata table."""
+    row = page.locator("tr").filter(has=page.locator("td").first.get_by_text(name, exact=True)).first
+    row.wait_for()
+    return row.locator("td").nth(1).inner_text().strip()
 
 
 def launch_from_dialog(page, keys: list[str]) -> None:
@@ -343,24 +379,36 @@ def launch_from_dialog(page, keys: list[str]) -> None:
     for key in keys:
         page.locator("[role=menuitem]", has_text=key).first.click()
     page.keyboard.press("Escape")  # closes the partition list, not the dialog
+    page.get_by_text(f"{len(keys)} partition{'s' if len(keys) > 1 else ''}", exact=True).wait_for()
     label = "Launch 1 run" if len(keys) == 1 else "Launch backfill"
-    page.get_by_text(f"{len(keys)} partition").first.wait_for()
     page.get_by_role("button", name=label).click()
 
 
 def test_asset_graph_shows_every_stage(site, page, shots):
     open_page(page, site, "/asset-groups")
     page.get_by_role("button", name=MATERIALIZE_ALL).wait_for()
-    # Groups start collapsed: expand them from the graph's settings menu.
-    page.locator("[class*=AssetNode_assetName], [class*=GroupNode]").first.wait_for(state="attached")
-    page.keyboard.press("Alt+e")
-    page.locator("[class*=AssetNode_assetName]").first.wait_for()
-    deadline = time.monotonic() + 20
+    # The global graph starts with each group collapsed to one box: expand them all (⌥E, the
+    # shortcut of the graph's "Expand all groups").
+    page.locator("[class*=CollapsedGroupNode], [class*=AssetNode_assetName]").first.wait_for()
+    if not page.locator("[class*=AssetNode_assetName]").count():
+        page.keyboard.press("Alt+e")
+    deadline = time.monotonic() + 30
     while time.monotonic() < deadline and len(node_names(page)) < len(STAGES):
         time.sleep(0.5)
     labels = node_names(page)
     missing = [s for s in STAGES if not shown(s, labels)]
     assert not missing, f"stages not in the asset graph: {missing}; nodes shown: {labels}"
+    # The sidebar's tree, each group unfolded, names every asset in full (the graph cuts long ones).
+    sidebar = page.locator("[class*=AssetSidebarNode_itemContainer]")
+    folded = sidebar.locator("button:has([aria-label=arrow_drop_down])")
+    for i in range(folded.count()):
+        folded.nth(i).click()
+    listed: list[str] = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not set(STAGES) <= set(listed):
+        time.sleep(0.5)
+        listed = sidebar.locator("[title]").evaluate_all("els => els.map(e => e.title)")
+    assert set(STAGES) <= set(listed), f"stages not in the sidebar: {sorted(set(STAGES) - set(listed))}"
     shot(page, shots, "1-asset-graph")
 
 
@@ -375,21 +423,22 @@ def test_materialize_seed_stages_from_the_ui(site, page, shots):
     run_id = open_run_from_list(page, site, short)
     wait_for_run(page, site, run_id, timeout_s=600)
     assert page.get_by_text(f"partition: {key}").first.is_visible()
+    # Its steps: the three seed stages, all succeeded (the Gantt chart cuts their names to fit).
+    page.get_by_text(f"Succeeded ({len(SEED_STAGES)})", exact=True).wait_for()
+    page.get_by_text("Errored (0)", exact=True).wait_for()
     shot(page, shots, "2-seed-run-succeeded")
 
-    # The asset page shows the counts of the frame the run stored.
+    # The asset page, on this partition, shows the counts of the frame the run stored.
     frame = pl.read_parquet(site.data / "filtered_seeds" / f"{key}.parquet")
     accepted = frame.filter(pl.col("status") == "accepted").height
     assert frame.height == 2 and frame.filter(pl.col("judge_verdict").is_not_null()).height == 2  # both seeds judged
-    open_page(page, site, f"/assets/filtered_seeds?partition={key}")
-    page.get_by_text("Metadata").first.wait_for()
-    # The page shows the latest materialization: this partition's, the only one so far.
-    assert page.get_by_text(key, exact=True).first.is_visible()
-    for name, value in (("accepted", accepted), ("rejected", frame.height - accepted), ("input_rows", 2)):
-        row = page.locator("tr", has=page.get_by_text(name, exact=True)).first
-        row.wait_for()
-        assert row.inner_text().split()[-1] == str(value), (name, row.inner_text())
-    page.get_by_text("Row count").first.wait_for()
+    open_page(page, site, f"/assets/filtered_seeds?view=partitions&partition={key}")
+    page.get_by_role("heading", name=key).or_(page.get_by_text(key, exact=True)).first.wait_for()
+    page.get_by_text("Materialized", exact=True).first.wait_for()
+    expected = {"dagster/row_count": frame.height, "input_rows": 2, "accepted": accepted, "rejected": frame.height - accepted}
+    shown_counts = {name: metadata_value(page, name) for name in expected}
+    assert shown_counts == {k: str(v) for k, v in expected.items()}, (shown_counts, expected)
+    page.locator("tr").filter(has=page.get_by_text("input_rows", exact=True)).first.evaluate("e => e.scrollIntoView({block: 'center'})")
     shot(page, shots, "3-filtered-seeds-row-counts")
 
 
@@ -397,9 +446,10 @@ def test_materialize_seed_stages_from_the_ui(site, page, shots):
 def test_sensor_turns_a_dropped_file_into_a_partition_and_a_successful_run(site, page, shots):
     path = "/locations/amr_dagster/sensors/seed_file_sensor"
     open_page(page, site, path)
-    switch = page.locator("tr", has=page.get_by_text("Running", exact=True)).locator("input[type=checkbox]").first
+    switch = page.locator("tr").filter(has=page.get_by_text("Running", exact=True)).locator("input[type=checkbox]").first
     switch.wait_for(state="attached", timeout=60_000)
     assert switch.is_checked(), "the seed sensor should be on by default"
+    page.get_by_text("amr_pipeline", exact=True).first.wait_for()  # its target: the whole job
     shot(page, shots, "4-sensor-running")
 
     dropped = _write_seed(site.seeds, "dropped")
@@ -407,23 +457,30 @@ def test_sensor_turns_a_dropped_file_into_a_partition_and_a_successful_run(site,
 
     key = batch_key(dropped)
     # The sensor's next tick (every 30 s) adds the partition and requests its run.
-    wait_for_text(page, site, path, "1 run requested", timeout_s=180)
-    open_page(page, site, "/assets/seed_functions?view=partitions")
-    wait_for_text(page, site, "/assets/seed_functions?view=partitions", key, timeout_s=60)
-    shot(page, shots, "5-sensor-partition-listed")
+    wait_for_text(page, site, path, re.compile(r"\b1 runs? requested"), timeout_s=180)
+    shot(page, shots, "5-sensor-tick-requested-a-run")
+    partitions = f"/assets/seed_functions?view=partitions&partition={key}"
+    open_page(page, site, partitions)
+    wait_for_text(page, site, partitions, key, timeout_s=60)
+    # Listed on the left and opened on the right (an unknown key would read "No partition selected").
+    deadline = time.monotonic() + 30
+    while page.get_by_text(key, exact=True).count() < 2:
+        assert time.monotonic() < deadline, f"partition {key} listed but not opened on {partitions}"
+        time.sleep(0.5)
+    shot(page, shots, "6-sensor-partition-listed")
 
-    open_page(page, site, "/runs")
     run_id = open_run_from_list(page, site, f"partition: {key}")
-    wait_for_run(page, site, run_id, timeout_s=1500)
+    wait_for_run(page, site, run_id, timeout_s=1800)
     assert page.get_by_text(f"partition: {key}").first.is_visible()
-    assert page.get_by_text("amr_pipeline").first.is_visible()
-    shot(page, shots, "6-sensor-run-succeeded")
+    page.get_by_text("seed_file_sensor").first.wait_for()  # launched by the sensor
+    page.get_by_text("amr_pipeline").first.wait_for()
+    shot(page, shots, "7-sensor-run-succeeded")
 
     # The whole job ran: the dataset card and its figures, shown in the UI as Markdown images.
     card = site.data / "instruction_dataset" / "DATASET_CARD.md"
     assert "![Funnel" in card.read_text() and (card.parent / "funnel.svg").is_file()
     open_page(page, site, "/assets/instruction_dataset")
-    row = page.locator("tr", has=page.get_by_text("figures", exact=True)).first
+    row = page.locator("tr").filter(has=page.get_by_text("figures", exact=True)).first
     row.wait_for()
     images = row.locator("img[src^='data:image/svg+xml']")
     if not images.count():  # long Markdown entries open in a dialog
@@ -432,8 +489,7 @@ def test_sensor_turns_a_dropped_file_into_a_partition_and_a_successful_run(site,
     images.first.wait_for()
     widths = images.evaluate_all("els => els.map(e => e.naturalWidth)")
     assert len(widths) == 2 and all(w > 0 for w in widths), widths
-    row.scroll_into_view_if_needed()
-    shot(page, shots, "7-dataset-card-figures")
+    shot(page, shots, "8-dataset-card-figures")
 
 
 def test_backfill_over_two_partitions_from_the_ui(site, page, shots):
@@ -447,23 +503,25 @@ def test_backfill_over_two_partitions_from_the_ui(site, page, shots):
     open_page(page, site, path)
     deadline = time.monotonic() + 900
     while (status := backfill_status(page)) != "Succeeded":
-        assert status in ("Requested", "In progress", None), f"backfill {status}\n{site.log.read_text()[-4000:]}"
-        assert time.monotonic() < deadline, f"backfill still {status} after 900 s"
+        assert status in ("Requested", "In progress", None), f"backfill {path}: {status}\n{site.log_tail()}"
+        assert time.monotonic() < deadline, f"backfill {path} still {status} after 900 s\n{site.log_tail()}"
         time.sleep(10)
         open_page(page, site, path)
-    body = page.inner_text("body")
-    for key in keys:
-        assert key in body, key
+    for key in keys:  # the partition selection names both partitions
+        page.get_by_text(key, exact=True).first.wait_for()
         assert (site.data / "deduped_seeds" / f"{key}.parquet").is_file(), key
-    assert body.count("100% completed") == len(SEED_STAGES), body
-    shot(page, shots, "8-backfill-completed")
+    body = page.inner_text("body")
+    for stage in SEED_STAGES:  # per asset: targeted, in progress, succeeded, failed
+        counts = re.search(rf"{stage}\n(?:{stage}\n)?100% completed\n(\d+)\n(\d+)\n(\d+)\n(\d+)", body)
+        assert counts and counts.groups() == ("2", "0", "2", "0"), f"{stage}: {counts and counts.groups()}\n{body}"
+    shot(page, shots, "9-backfill-completed")
 
 
 def backfill_status(page) -> str | None:
-    """The backfill page's Status field ("Requested", "In progress", "Succeeded", "Failed", ...)."""
+    """The backfill page's Status tag ("Requested", "In progress", "Succeeded", "Failed", ...)."""
+    label = page.get_by_text("Status", exact=True).first
     try:
-        page.get_by_text("Partition selection").first.wait_for(timeout=20_000)
-    except Exception:
+        label.wait_for(timeout=20_000)
+        return label.locator("xpath=following-sibling::div[1]").inner_text(timeout=10_000).strip() or None
+    except PlaywrightTimeout:
         return None
-    found = re.search(r"\nStatus\s*\n\s*([A-Za-z][A-Za-z ]*?)\s*\n", page.inner_text("body"))
-    return found.group(1) if found else None
