@@ -46,18 +46,18 @@ from amr_dagster.sandbox.base import Limits
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
-    """``NAME:FIELD=VALUE;FIELD=VALUE`` (values in YAML; a comma list becomes a tuple)."""
+    """``NAME:FIELD=VALUE;FIELD=VALUE`` (values in YAML; tuple fields take a comma list)."""
     name, _, body = text.partition(":")
-    known = {f.name for f in fields(GenerationConfig)}
+    defaults = {f.name: getattr(GenerationConfig(), f.name) for f in fields(GenerationConfig)}
     overrides = {}
     for part in filter(None, body.split(";")):
         key, _, raw = part.partition("=")
-        if key not in known:
+        if key not in defaults:
             raise SystemExit(f"unknown GenerationConfig field {key!r} in variant {text!r}")
-        value = yaml.safe_load(raw)
-        if isinstance(value, str) and "," in value:
-            value = tuple(v.strip() for v in value.split(","))
-        overrides[key] = tuple(value) if isinstance(value, list) else value
+        if isinstance(defaults[key], tuple):  # one value or a comma list
+            overrides[key] = tuple(v.strip() for v in raw.split(",") if v.strip())
+        else:
+            overrides[key] = yaml.safe_load(raw)
     return name, overrides
 
 
