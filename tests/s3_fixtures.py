@@ -159,15 +159,22 @@ def s3_root(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> str:
     return f"s3://{s3_server.new_bucket()}/amr"
 
 
-if __name__ == "__main__":  # a throwaway S3 for trying the S3 data root (see the README)
+def serve_until_stopped(env: dict[str, str], what: str) -> None:
+    """For a throwaway server run as a script: print ``export`` lines for a shell to ``eval``,
+    then wait until Ctrl-C or SIGTERM (the caller's ``finally`` stops the server)."""
     import sys
+
+    print("".join(f"export {k}={v}\n" for k, v in env.items()), flush=True)
+    print(f"{what}; Ctrl-C (or SIGTERM) stops it", file=sys.stderr, flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        signal.pause()
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":  # a throwaway S3 for trying the S3 data root (see the README)
     import tempfile
 
     with seaweedfs(Path(tempfile.mkdtemp(prefix="seaweedfs-"))) as running:
-        print("".join(f"export {k}={v}\n" for k, v in running.env().items()), flush=True)
-        print(f"SeaweedFS S3 at {running.endpoint}; Ctrl-C (or SIGTERM) stops it", file=sys.stderr, flush=True)
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-        try:
-            signal.pause()
-        except KeyboardInterrupt:
-            pass
+        serve_until_stopped(running.env(), f"SeaweedFS S3 at {running.endpoint}")

@@ -90,20 +90,15 @@ def wait_down(server: PostgresServer, timeout: float = 30) -> None:
 
 
 if __name__ == "__main__":  # a throwaway PostgreSQL for trying deploy/dagster.yaml (README)
-    import signal
-    import sys
     import tempfile
+
+    from tests.s3_fixtures import serve_until_stopped
 
     folder = Path(tempfile.mkdtemp(prefix="amr-pg-"))
     folder.chmod(0o711)
     server = create(folder / "cluster")
-    print("".join(f"export {k}={v}\n" for k, v in server.env().items()), flush=True)
-    print(f"PostgreSQL 15 on 127.0.0.1:{server.port}; SIGTERM (kill) stops it", file=sys.stderr, flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        signal.pause()
-    except KeyboardInterrupt:
-        pass
+        serve_until_stopped(server.env(), f"PostgreSQL 15 on 127.0.0.1:{server.port}")
     finally:
         server.stop()
         shutil.rmtree(folder, ignore_errors=True)
