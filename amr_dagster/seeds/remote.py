@@ -21,7 +21,7 @@ from typing import Iterable
 
 from amr_dagster import settings
 from amr_dagster.ids import stable_id
-from amr_dagster.storage.objectstore import ObjectStore, open_store, split_s3
+from amr_dagster.storage.objectstore import ObjectStore, download, open_store, split_s3
 from amr_dagster.seeds.sources import SEED_SUFFIXES
 
 
@@ -73,7 +73,7 @@ def fetch_seed(uri: str, cache: Path | None = None) -> Path:
     staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     try:
         for member in [name] if single is not None else [k for k, _ in listed]:
-            parent.download(member, staging / member)
+            download(parent, member, staging / member)
         staging.rename(folder)
     except OSError:
         if not target.exists():  # not "another process on this machine fetched it first"

@@ -73,8 +73,6 @@ class ObjectStore(Protocol):
         """(key, change stamp) of every object under ``prefix``: the ETag on S3."""
         ...
 
-    def download(self, key: str, target: Path) -> None: ...
-
     def child(self, prefix: str) -> "ObjectStore": ...
 
     def uri(self, key: str = "") -> str: ...
@@ -172,12 +170,6 @@ class LocalObjectStore:
                 continue  # vanished between listing and stat
             out.append((key, f"{st.st_size}:{st.st_mtime_ns}"))
         return out
-
-    def download(self, key: str, target: Path) -> None:
-        data = self.get(key)
-        if data is None:
-            raise FileNotFoundError(self.uri(key))
-        LocalObjectStore(target.parent).put(target.name, data)
 
     def child(self, prefix: str) -> "LocalObjectStore":
         return LocalObjectStore(self.path(prefix.strip("/")))
@@ -304,16 +296,18 @@ class S3ObjectStore:
     def stamps(self, prefix: str = "") -> list[tuple[str, str]]:
         return sorted((self._relative(o["Key"]), str(o["ETag"])) for o in self._objects(prefix))
 
-    def download(self, key: str, target: Path) -> None:
-        data = self.get(key)
-        if data is None:
-            raise FileNotFoundError(self.uri(key))
-        LocalObjectStore(target.parent).put(target.name, data)
-
     def child(self, prefix: str) -> "S3ObjectStore":
         store = S3ObjectStore(self.bucket, join(self.prefix, prefix), self._factory)
         store._client = self._client
         return store
+
+
+def download(store: ObjectStore, key: str, target: Path) -> None:
+    """Copy object ``key`` of ``store`` to the local file ``target``, written atomically."""
+    data = store.get(key)
+    if data is None:
+        raise FileNotFoundError(store.uri(key))
+    LocalObjectStore(target.parent).put(target.name, data)
 
 
 def open_store(url: str | os.PathLike[str], client_factory: Callable[[], Any] | None = None) -> ObjectStore:

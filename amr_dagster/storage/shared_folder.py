@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
-from amr_dagster.storage.objectstore import LocalObjectStore, ObjectStore
+from amr_dagster.storage.objectstore import LocalObjectStore, ObjectStore, download
 
 T = TypeVar("T")
 STATE = ".shared-state.json"
@@ -100,7 +100,7 @@ class SharedFolder:
         if sha is None:
             target.unlink(missing_ok=True)
         elif not target.is_file() or _sha256(target) != sha:
-            self.store.download(_blob_key(sha), target)
+            download(self.store, _blob_key(sha), target)
 
     def _pull(self, state: dict[str, Any]) -> dict[str, Any]:
         """Apply every log entry after the last applied one, in order."""
