@@ -40,7 +40,7 @@ from amr_dagster.generation.instructions import instructions
 from amr_dagster.generation.parsing import FINISH_LENGTH
 from amr_dagster.generation.responses import responses
 from amr_dagster.llm.registry import EngineSpec, build_engine
-from amr_dagster.outcomes import accepted
+from amr_dagster.outcomes import accepted, reason_prefix
 from amr_dagster.sandbox.auto import open_sandbox
 from amr_dagster.sandbox.base import Limits
 
@@ -105,7 +105,7 @@ def run_variant(concepts: pl.DataFrame, engine, sandbox, config: GenerationConfi
     passing = accepted(executed)
     tally.passed += passing.height
     tally.with_pass += passing.get_column("parent_id").n_unique() if passing.height else 0
-    tally.reasons.update(r.split(":", 1)[0] for r in samples.get_column("reject_reason").drop_nulls())
+    tally.reasons.update(reason_prefix(r) for r in samples.get_column("reject_reason").drop_nulls())
 
 
 def main(argv: list[str] | None = None) -> None:
