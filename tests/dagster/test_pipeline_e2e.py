@@ -99,8 +99,11 @@ def test_main_job_end_to_end_with_lineage(tmp_path):
     # Evolved rows record the library snapshot they retrieved from.
     assert frames["evolved_responses"]["library_snapshot"].null_count() == 0 or frames["evolved_responses"].height == 0
     dataset = data / "instruction_dataset"
-    assert (dataset / "dataset.jsonl").exists() and (dataset / "DATASET_CARD.md").exists()
     card = json.loads((dataset / "card.json").read_text())
+    # One shard per batch, named by its partition key; the card lists them.
+    assert (dataset / "DATASET_CARD.md").exists() and (dataset / "judged" / f"{key}.parquet").exists()
+    shard = dataset / "data" / f"{key}.jsonl"
+    assert shard.exists() and len(shard.read_text().splitlines()) == card["stats"]["exported"]
     assert card["stages"]["seed_functions"]["accepted"] == 3
     # The export reads verified_pairs once; its counts and the AMR-Evol summary come from that read.
     pairs_counts = summarize(verified)
