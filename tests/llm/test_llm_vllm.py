@@ -21,6 +21,7 @@ from amr_dagster.llm.base import EngineUnavailable, LLMRequest, SamplingParams  
 from amr_dagster.llm.cache import MemoryCache  # noqa: E402
 from amr_dagster.llm.cached import CachedEngine  # noqa: E402
 from amr_dagster.llm.embedded_model import EMBEDDED_NAME  # noqa: E402
+from amr_dagster.llm.nucleus import EXTRA_ARG as NUCLEUS_ARG  # noqa: E402
 from amr_dagster.llm.vllm_engine import VLLMEngine, vllm_on_cpu  # noqa: E402
 
 # Engine starts take 1.5-3 minutes on two idle cores, far longer on a loaded machine.
@@ -113,6 +114,22 @@ def test_cpu_build_runs_seeded_batches_unseeded(engine):
     ]
     out = CachedEngine(engine, MemoryCache()).generate(requests)
     assert all(row[0].ok and row[0].identity.seeded is False for row in out)
+
+
+def test_top_p_runs_through_the_nucleus_processor(engine):
+    """On the CPU build vLLM gets top_p=1 and our processor applies p; a tiny p keeps only the
+    most likely token, so sampling at temperature 1 must reproduce the greedy text exactly."""
+    prompts = [fewshot_prompt(f"Write a function `h{i}(xs)` that returns the {i}th element of `xs`.") for i in range(6)]
+    tiny = SamplingParams(temperature=1.0, top_p=1e-6, max_tokens=24)
+    if vllm_on_cpu():
+        sent = engine.sampling_params(LLMRequest(prompt="x", params=tiny))
+        assert sent.top_p == 1.0 and sent.extra_args == {NUCLEUS_ARG: 1e-6}
+    sampled = engine.generate([LLMRequest(prompt=p, params=tiny) for p in prompts])
+    greedy_out = engine.generate([LLMRequest(prompt=p, params=greedy()) for p in prompts])
+    assert [r[0].text for r in sampled] == [r[0].text for r in greedy_out]
+    # p = 0.95 still samples: several distinct continuations of one prompt.
+    wide = [LLMRequest(prompt=prompts[0], params=SamplingParams(temperature=1.0, top_p=0.95, max_tokens=24)) for _ in range(6)]
+    assert len({r[0].text for r in engine.generate(wide)}) >= 2
 
 
 def test_prompt_longer_than_context_is_a_recorded_rejection(engine):

