@@ -15,12 +15,15 @@ max_tokens``), so tokens/s compares equal work.
 
 - llama.cpp: today's embedded path, the GGUF (Q4_K_M), one sequence at a time in prefix-sharing
   order (``LlamaCppEngine.batch_order``), KV reuse of the shared prefix.
-- vLLM: the converted bf16 checkpoint, all prompts in one ``generate`` call, prefix caching on
-  (its prefix cache is reset before each run).
+- vLLM: the converted checkpoint (float32 on CPUs without native bf16, see ``cpu_dtype``), all
+  prompts in one ``run_batch`` call (one prefill per distinct prompt, then every sample), prefix
+  caching on (its prefix cache is reset before each run).
 
-Order: vLLM, llama.cpp, vLLM again; vLLM's figure is the mean of the two runs around the
-llama.cpp run, so a load change on a shared machine hits both. Engine start (including one
-short warm-up call) is excluded and reported apart. ``uptime`` is printed before and after.
+Order: llama.cpp, vLLM, llama.cpp again; llama.cpp's figure is the mean of the two runs around
+the vLLM run, so a load change on a shared machine hits both. vLLM is started after the first
+llama.cpp run and closed before the second: its idle worker spin-waits on a core (measured at
+45% CPU while llama.cpp ran), which would slow llama.cpp. Engine start (including one short
+warm-up call) is excluded and reported apart. ``uptime`` is printed before and after.
 Seeds: llama.cpp samples with the per-sample seeds; vLLM's CPU build runs unseeded (seeded
 batches crash it).
 
@@ -89,7 +92,7 @@ def run_vllm(engine, requests: list[LLMRequest], ids: list[list[int]]) -> tuple[
         engine.sampling_params(r, ignore_eos=True, min_tokens=r.params.max_tokens) for r in requests
     ]
     started = time.perf_counter()
-    outputs = engine.run_token_prompts(ids, params)
+    outputs = engine.run_batch(ids, params)
     elapsed = time.perf_counter() - started
     for k, output in enumerate(outputs):
         assert list(output.prompt_token_ids) == ids[k], f"vLLM ran other prompt ids for prompt {k}"
@@ -126,11 +129,6 @@ def main(argv: list[str] | None = None) -> None:
     checkpoint = embedded_checkpoint()
     texts = [r.prompt or "" for r in requests]
     assert checkpoint_token_ids(checkpoint.path, texts) == ids, "vLLM's tokenizer and llama.cpp disagree"
-    started = time.perf_counter()
-    vllm = VLLMEngine(checkpoint.path.as_posix(), enforce_eager=args.enforce_eager)
-    warm = [replace(requests[0], params=replace(requests[0].params, max_tokens=4))]
-    run_vllm(vllm, warm, ids[:1])
-    vllm_start = time.perf_counter() - started
     prompt_tokens = sum(len(i) for i in ids)
     print(
         f"{len(requests)} prompts ({args.instructions} instructions x {args.samples} samples), "
@@ -138,22 +136,28 @@ def main(argv: list[str] | None = None) -> None:
         f"temperature {config.response_temperature}, top_p {config.top_p}; same prompt ids on both engines",
         flush=True,
     )
+    l1_s, l1_tokens = run_llama(llama, requests, ids)
+    print(f"llama.cpp run 1: {l1_s:7.1f}s {l1_tokens} tokens {l1_tokens / l1_s:7.1f} tok/s "
+          f"(one sequence at a time, threads {args.threads or 'all'})", flush=True)
+
+    started = time.perf_counter()
+    vllm = VLLMEngine(checkpoint.path.as_posix(), enforce_eager=args.enforce_eager)
+    warm = [replace(requests[0], params=replace(requests[0].params, max_tokens=4))]
+    run_vllm(vllm, warm, ids[:1])
+    vllm_start = time.perf_counter() - started
     print(f"engine start (excluded): llama.cpp {llama_start:.1f}s ({llama.model_id}), "
           f"vLLM {vllm_start:.1f}s ({vllm.model_id}, seeded={vllm.seeded}, eager={args.enforce_eager})", flush=True)
-
-    v1_s, v1_tokens = run_vllm(vllm, requests, ids)
-    print(f"vllm run 1: {v1_s:7.1f}s {v1_tokens} tokens {v1_tokens / v1_s:7.1f} tok/s", flush=True)
-    l_s, l_tokens = run_llama(llama, requests, ids)
-    print(f"llama.cpp:  {l_s:7.1f}s {l_tokens} tokens {l_tokens / l_s:7.1f} tok/s "
-          f"(one sequence at a time, threads {args.threads or 'all'})", flush=True)
-    v2_s, v2_tokens = run_vllm(vllm, requests, ids)
-    print(f"vllm run 2: {v2_s:7.1f}s {v2_tokens} tokens {v2_tokens / v2_s:7.1f} tok/s", flush=True)
+    v_s, v_tokens = run_vllm(vllm, requests, ids)
+    print(f"vllm:            {v_s:7.1f}s {v_tokens} tokens {v_tokens / v_s:7.1f} tok/s (one batch)", flush=True)
     vllm.close()
+
+    l2_s, l2_tokens = run_llama(llama, requests, ids)
+    print(f"llama.cpp run 2: {l2_s:7.1f}s {l2_tokens} tokens {l2_tokens / l2_s:7.1f} tok/s", flush=True)
     llama.close()
     print(f"load after: {uptime()}")
 
-    vllm_tps = (v1_tokens / v1_s + v2_tokens / v2_s) / 2
-    llama_tps = l_tokens / l_s
+    vllm_tps = v_tokens / v_s
+    llama_tps = (l1_tokens / l1_s + l2_tokens / l2_s) / 2
     print(f"engines: vllm {vllm_tps / llama_tps:.2f}x llama.cpp tokens/s, {len(requests)} prompts")
 
 

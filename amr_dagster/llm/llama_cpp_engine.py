@@ -18,8 +18,13 @@ First install: llama-cpp-python builds llama.cpp from source (about 7-10 minutes
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
+import os
+import sys
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -70,6 +75,33 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+#: llama.cpp notices printed at every context creation past llama-cpp-python's ``verbose=False``;
+#: they landed between the CLI's stage lines.
+NOTICES = ("using full-size SWA cache",)
+
+
+@contextlib.contextmanager
+def filtered_stderr() -> Iterator[None]:
+    """Hold what is written to stderr meanwhile (by C code to fd 2, or by llama-cpp-python's log
+    callback to ``sys.stderr``); write back every line but the known notices."""
+    sys.stderr.flush()
+    saved_fd, saved_stream, python_side = os.dup(2), sys.stderr, io.StringIO()
+    with tempfile.TemporaryFile() as c_side:
+        os.dup2(c_side.fileno(), 2)
+        sys.stderr = python_side
+        try:
+            yield
+        finally:
+            sys.stderr = saved_stream
+            os.dup2(saved_fd, 2)
+            os.close(saved_fd)
+            c_side.seek(0)
+            held = c_side.read().decode("utf-8", "replace") + python_side.getvalue()
+            for line in held.splitlines(keepends=True):
+                if not any(n in line for n in NOTICES):
+                    sys.stderr.write(line)
+
+
 class LlamaCppEngine:
     """One ``llama_cpp.Llama`` context; calls are serialized (a context runs one sequence)."""
 
@@ -103,14 +135,15 @@ class LlamaCppEngine:
         )
         self.n_ctx = n_ctx
         threads = n_threads or cpu_count()
-        self.llm = llama_cpp.Llama(
-            model_path=str(path),
-            n_ctx=n_ctx,
-            n_batch=n_batch,
-            n_threads=threads,
-            n_threads_batch=threads,
-            verbose=verbose,
-        )
+        with filtered_stderr():
+            self.llm = llama_cpp.Llama(
+                model_path=str(path),
+                n_ctx=n_ctx,
+                n_batch=n_batch,
+                n_threads=threads,
+                n_threads_batch=threads,
+                verbose=verbose,
+            )
         self._vocab = self.llm._model.vocab
         self._chat_formatter: Any = None
         self._lock = threading.Lock()

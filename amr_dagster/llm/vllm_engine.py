@@ -268,6 +268,21 @@ class VLLMEngine:
                 self.restarts += 1
                 log.warning("vLLM engine failed (%s); restarting (%d/%d)", cause, attempt, self.max_restarts)
 
+    def run_batch(self, prompts: list[list[int]], params: list[Any]) -> list[Any]:
+        """``run_token_prompts``, after computing each distinct prompt once.
+
+        vLLM schedules a batch's prompts together, so the samples of one prompt (and prompts
+        sharing a few-shot prefix) were all prefilled from scratch: the prefix cache only helps
+        prompts that arrive after the blocks exist. A one-token pass over the distinct prompts
+        first puts their blocks in the cache; the batch then prefills little more than its last
+        block per prompt.
+        """
+        distinct = list(dict.fromkeys(map(tuple, prompts)))
+        if len(distinct) < len(prompts):
+            warm = self._vllm.SamplingParams(max_tokens=1, temperature=0.0)
+            self.run_token_prompts([list(ids) for ids in distinct], [warm] * len(distinct))
+        return self.run_token_prompts(prompts, params)
+
     def generate_each(self, requests: Sequence[LLMRequest]) -> Iterator[tuple[int, Completion]]:
         """Single-sample requests chunk by chunk; too-long prompts are answered without vLLM."""
         runnable: list[tuple[int, list[int]]] = []
@@ -282,7 +297,7 @@ class VLLMEngine:
         for start in range(0, len(runnable), self.chunk_size):
             chunk = runnable[start : start + self.chunk_size]
             params = [self.sampling_params(requests[k]) for k, _ in chunk]
-            for (k, _), output in zip(chunk, self.run_token_prompts([ids for _, ids in chunk], params)):
+            for (k, _), output in zip(chunk, self.run_batch([ids for _, ids in chunk], params)):
                 yield k, self._completion(output)
 
     def generate(self, requests: Sequence[LLMRequest]) -> list[list[Completion]]:

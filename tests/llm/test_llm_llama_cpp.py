@@ -137,3 +137,14 @@ def test_cached_engine_over_the_real_model(llama: LlamaCppEngine) -> None:
     usage = engine.usage
     assert usage.cache_hits == 2 and usage.cache_misses == 2
     assert usage.completion_tokens == sum(c.completion_tokens for c in first)
+
+
+def test_loading_the_model_prints_no_notices(capfd) -> None:
+    """llama.cpp's context notices (written by C code to fd 2) stay off the terminal."""
+    engine = LlamaCppEngine(n_ctx=512)
+    try:
+        assert engine.generate([LLMRequest(prompt="def add(a, b):", params=SamplingParams(max_tokens=4))])[0][0].ok
+    finally:
+        engine.close()
+    err = capfd.readouterr().err
+    assert "llama_kv_cache" not in err and "SWA" not in err, err

@@ -75,7 +75,11 @@ def test_n_samples_per_prompt(engine):
         prompt=fewshot_prompt("Write a function `vowels(s)` that counts the vowels of `s`."),
         params=SamplingParams(n=4, temperature=1.0, max_tokens=32, seed=7),
     )
+    cached_before = engine.prefix_cached_tokens
     out = CachedEngine(engine, MemoryCache()).generate([request])[0]
+    # The prompt was prefilled once (run_batch's warm pass); all four samples found it cached.
+    prompt_len = len(engine.prompt_token_ids(request))
+    assert engine.prefix_cached_tokens - cached_before >= 4 * (prompt_len - 32)
     assert [c.sample_index for c in out] == [0, 1, 2, 3]
     assert all(c.ok and c.completion_tokens > 0 for c in out)
     assert len({c.text for c in out}) >= 2  # sampled, not four copies
