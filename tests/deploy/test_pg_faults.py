@@ -1,7 +1,7 @@
 """Faults on the deployment: its PostgreSQL (runs, event log, pool slots, the daemon's queue) is
 stopped (``pg_ctl stop -m fast``: every session ended, statements cut off) while a submitted run
-is in its first stage. Down for less than the retry budget (12 s, past dagster-postgres's own
-~6 s connect retry, which failed the step before resources/instance_storage.py): the run
+is in its first stage. Down for less than the retry budget (15 s, past dagster-postgres's own
+~11 s connect retry, which failed the step before resources/instance_storage.py): the run
 completes. Down for longer: the run fails with an error naming PostgreSQL and its address, in
 the CLI's output and, once PostgreSQL is back, in the run's own failure record; a rerun then
 completes with no lost and no duplicate row. The daemon rides out both outages (it launches the
@@ -17,7 +17,7 @@ from amr_dagster.cli.submit import root_cause
 from tests.deploy.conftest import PG_RETRY_BUDGET_S, daemon_log, wait_for
 from tests.deploy.test_faults import _frames, _new_run_started, _seeds, _start_submit
 
-SHORT_OUTAGE_S = 12
+SHORT_OUTAGE_S = 15
 
 
 def _no_row_lost_or_twice(frames, name: str) -> None:
@@ -69,7 +69,7 @@ def test_pg_down_longer_than_the_budget_fails_naming_it_then_a_rerun_completes(d
     deployment.postgres.stop("fast")
     try:
         out, _ = proc.communicate(timeout=300)  # the CLI gives up after the budget, naming PostgreSQL
-        time.sleep(5)  # the run worker's own call gives up at about the same time
+        time.sleep(8)  # the run worker's own call gives up within seconds of the CLI's
     finally:
         deployment.postgres.start()
     assert time.monotonic() - down > PG_RETRY_BUDGET_S
