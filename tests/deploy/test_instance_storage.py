@@ -103,3 +103,31 @@ def test_nested_calls_are_retried_once_by_the_outermost():
 
     assert retried(lambda: retried(inner, "PostgreSQL at test", "inner"), "PostgreSQL at test", "outer") == "inner"
     assert len(inner_attempts) == 2  # the inner call raised straight to the outer one, which retried
+
+
+def test_a_statement_cut_off_by_a_restart_is_retried(deployment, monkeypatch):
+    """``pg_ctl stop -m fast`` ends every session: a running statement fails with "terminating
+    connection due to administrator command" (what dagster-postgres does not retry)."""
+    import threading
+
+    monkeypatch.setenv("AMR_PG_RETRY_BUDGET_S", "30")
+    pg = deployment.postgres
+    engine = sa.create_engine(f"postgresql+psycopg2://{pg.user}@127.0.0.1:{pg.port}/{pg.db_name}", poolclass=sa.pool.NullPool)
+    errors: list[BaseException] = []
+
+    def sleep_in_postgres():
+        try:
+            with engine.connect() as conn:
+                return conn.execute(sa.text("select pg_sleep(2), 1")).fetchone()[1]
+        except Exception as error:
+            errors.append(error)
+            raise
+
+    restart = threading.Timer(0.5, lambda: (pg.stop("fast"), time.sleep(2), pg.start()))
+    restart.start()
+    try:
+        assert retried(sleep_in_postgres, postgres_name(str(engine.url)), "sleep") == 1
+    finally:
+        restart.join()
+    assert errors and is_database_outage(errors[0]), errors
+    assert "terminating connection" in str(errors[0]) or "closed the connection" in str(errors[0])
