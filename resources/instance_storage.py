@@ -107,7 +107,7 @@ def _retrying(base: type, connect: str) -> type:
         finally:
             conn.close()
 
-    methods = {name: wrap(name) for name in _public_methods(base)}
+    methods: dict[str, Any] = {name: wrap(name) for name in _public_methods(base)}
     methods[connect] = one_attempt
     return type(f"Retrying{base.__name__}", (base,), methods)
 

@@ -85,16 +85,17 @@ def is_database_outage(error: BaseException) -> bool:
         import sqlalchemy.exc as sx
     except ImportError:  # pragma: no cover - dagster depends on sqlalchemy
         return False
+    driver_error: BaseException | None = error
     if isinstance(error, sx.DBAPIError):
         if error.connection_invalidated:
             return True
-        error = error.orig
+        driver_error = error.orig
     elif isinstance(error, (sx.DisconnectionError, sx.TimeoutError)):  # the pool's own
         return True
-    if getattr(error, "pgcode", None) == "57014":  # query_canceled: a statement timeout
+    if getattr(driver_error, "pgcode", None) == "57014":  # query_canceled: a statement timeout
         return False
     try:
         import psycopg2
     except ImportError:  # pragma: no cover - dagster-postgres installs it
         return False
-    return isinstance(error, (psycopg2.OperationalError, psycopg2.InterfaceError))
+    return isinstance(driver_error, (psycopg2.OperationalError, psycopg2.InterfaceError))

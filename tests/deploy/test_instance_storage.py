@@ -9,6 +9,8 @@ import time
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.pool import NullPool
 
 from amr_dagster.storage.retry import StorageUnavailable, is_database_outage
 from resources import instance_storage
@@ -19,7 +21,7 @@ from tests.deploy.postgres import free_port
 def _refused() -> Exception:
     """The error a stopped PostgreSQL gives, for real."""
     engine = sa.create_engine(f"postgresql+psycopg2://dagster@127.0.0.1:{free_port()}/dagster")
-    with pytest.raises(sa.exc.OperationalError) as raised:
+    with pytest.raises(OperationalError) as raised:
         engine.connect()
     return raised.value
 
@@ -48,7 +50,7 @@ def test_a_postgres_that_stays_down_is_named_after_the_budget(monkeypatch):
 def test_outages_are_retried_answers_are_not():
     refused = _refused()
     assert is_database_outage(refused)
-    constraint = sa.exc.IntegrityError("INSERT ...", {}, Exception("duplicate key"))
+    constraint = IntegrityError("INSERT ...", {}, Exception("duplicate key"))
     assert not is_database_outage(constraint) and not is_database_outage(ValueError("x"))
 
     failures = iter([refused, refused])
@@ -61,7 +63,7 @@ def test_outages_are_retried_answers_are_not():
 
     assert retried(flaky, "PostgreSQL at test", "test") == "done"
     started = time.monotonic()
-    with pytest.raises(sa.exc.IntegrityError):
+    with pytest.raises(IntegrityError):
         retried(lambda: (_ for _ in ()).throw(constraint), "PostgreSQL at test", "test")
     assert time.monotonic() - started < 1
 
@@ -112,13 +114,13 @@ def test_a_statement_cut_off_by_a_restart_is_retried(deployment, monkeypatch):
 
     monkeypatch.setenv("AMR_PG_RETRY_BUDGET_S", "30")
     pg = deployment.postgres
-    engine = sa.create_engine(f"postgresql+psycopg2://{pg.user}@127.0.0.1:{pg.port}/{pg.db_name}", poolclass=sa.pool.NullPool)
+    engine = sa.create_engine(f"postgresql+psycopg2://{pg.user}@127.0.0.1:{pg.port}/{pg.db_name}", poolclass=NullPool)
     errors: list[BaseException] = []
 
     def sleep_in_postgres():
         try:
             with engine.connect() as conn:
-                return conn.execute(sa.text("select pg_sleep(2), 1")).fetchone()[1]
+                return conn.execute(sa.text("select 1 from pg_sleep(2)")).scalar_one()
         except Exception as error:
             errors.append(error)
             raise
