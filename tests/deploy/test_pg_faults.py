@@ -61,7 +61,7 @@ def test_pg_down_longer_than_the_budget_fails_naming_it_then_a_rerun_completes(d
     deployment.postgres.stop("fast")
     try:
         out, _ = proc.communicate(timeout=300)  # the CLI gives up after the budget, naming PostgreSQL
-        time.sleep(8)  # the run worker's own call gives up within seconds of the CLI's
+        time.sleep(10)  # the run worker's own call gives up within seconds of the CLI's
     finally:
         deployment.postgres.start()
     assert time.monotonic() - down > PG_RETRY_BUDGET_S
