@@ -193,7 +193,13 @@ def _submit_and_follow(args, instance, selected: list[str], config: dict, key: s
         else:
             print(f"{step.name:<22}{'FAILED':>28}  {step.error.splitlines()[0] if step.error else ''}", flush=True)
 
-    run = follow(instance, run.run_id, step_done, on_status=lambda status: print(f"  [run {status.lower()}]", flush=True))
+    try:
+        run = follow(instance, run.run_id, step_done, on_status=lambda status: print(f"  [run {status.lower()}]", flush=True))
+    except StorageUnavailable as err:  # the instance's database stayed down: the run's end is unknown here
+        print(f"run {run.run_id}: lost the instance's storage: {err}\n"
+              "the run's worker records how it ended once the database is back (the UI, `dagster run list`); "
+              "submit the batch again then if it failed", flush=True)
+        return 1
     _print_pass_rate(store, key, selected)
     ok = run.status == run.status.SUCCESS
     if not ok and (reason := run_failure_message(instance, run.run_id)):

@@ -18,7 +18,7 @@ from typing import Callable, TypeVar
 
 import dagster as dg
 
-from amr_dagster.storage.retry import is_database_outage
+from resources.instance_storage import postgres_name, retried
 
 T = TypeVar("T")
 PARTITION_TAG = "dagster/partition"
@@ -125,34 +125,21 @@ def follow(
 
 
 class _Patient:
-    """Calls to the instance's storage that wait out a database restart: a connection error is
-    retried for up to ``budget_s`` seconds since the last success, then raised as an error
-    naming the storage (the run itself goes on without us)."""
+    """Calls to the instance's storage that wait out a database restart, for the same budget as
+    the run's own storage calls (``AMR_PG_RETRY_BUDGET_S``, resources/instance_storage.py), then
+    raise ``StorageUnavailable`` naming the storage (the run itself goes on, or fails, without us)."""
 
-    def __init__(self, instance: dg.DagsterInstance, budget_s: float = 120.0) -> None:
-        self.instance, self.budget_s = instance, budget_s
+    def __init__(self, instance: dg.DagsterInstance) -> None:
+        self.instance = instance
 
     def storage(self) -> str:
         url = getattr(self.instance.run_storage, "postgres_url", None)
         if not url:
             return f"the instance's storage ({type(self.instance.run_storage).__name__})"
-        from sqlalchemy.engine import make_url
-
-        parsed = make_url(url)
-        return f"PostgreSQL at {parsed.host}:{parsed.port}/{parsed.database} (the instance's storage)"
+        return f"{postgres_name(url)} (the instance's storage)"
 
     def __call__(self, call: Callable[[], T]) -> T:
-        deadline = None
-        while True:
-            try:
-                return call()
-            except Exception as error:
-                if not is_database_outage(error):
-                    raise
-                deadline = deadline or time.monotonic() + self.budget_s
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{self.storage()} unreachable for {self.budget_s:.0f} s: {error}") from error
-                time.sleep(1.0)
+        return retried(call, self.storage(), "follow the run")
 
 
 def root_cause(error) -> str:

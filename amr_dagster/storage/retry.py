@@ -5,7 +5,9 @@ already spent minutes of LLM time; an endpoint that stays down must fail it soon
 that names the service. ``with_retries`` retries only transient failures (connection refused or
 dropped, timeouts, 5xx / throttling) with exponential backoff until ``budget_s`` seconds have
 passed since the first failure, then raises ``StorageUnavailable``. The budget is a property of
-the deployment, like boto3's own ``AWS_MAX_ATTEMPTS``: ``AMR_S3_RETRY_BUDGET_S`` (default 60).
+the deployment, like boto3's own ``AWS_MAX_ATTEMPTS``: ``AMR_S3_RETRY_BUDGET_S`` (default 60) for
+S3, ``AMR_PG_RETRY_BUDGET_S`` (default 60) for the instance's PostgreSQL, whose outages
+``is_database_outage`` tells apart (resources/instance_storage.py).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from typing import Any, Callable, TypeVar
 T = TypeVar("T")
 
 DEFAULT_BUDGET_S = 60.0
+S3_BUDGET_SETTING = "AMR_S3_RETRY_BUDGET_S"
+PG_BUDGET_SETTING = "AMR_PG_RETRY_BUDGET_S"
 _TRANSIENT_CODES = {"500", "502", "503", "504", "InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout", "Throttling"}
 
 
@@ -24,8 +28,8 @@ class StorageUnavailable(RuntimeError):
     """A storage service stayed unreachable for the whole retry budget."""
 
 
-def budget_s() -> float:
-    text = os.environ.get("AMR_S3_RETRY_BUDGET_S")
+def budget_s(setting: str = S3_BUDGET_SETTING) -> float:
+    text = os.environ.get(setting)
     return float(text) if text else DEFAULT_BUDGET_S
 
 
@@ -46,30 +50,52 @@ def is_transient(error: BaseException) -> bool:
 
 
 def with_retries(call: Callable[[], T], service: str, what: str, budget: float | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> T:
-    """``call()``, retried on transient errors for up to ``budget`` seconds (default
-    ``budget_s()``); then ``StorageUnavailable`` naming ``service`` and ``what`` was tried."""
-    budget = budget_s() if budget is None else budget
+                 sleep: Callable[[float], None] = time.sleep, transient: Callable[[BaseException], bool] = is_transient,
+                 setting: str = S3_BUDGET_SETTING) -> T:
+    """``call()``, retried on errors ``transient`` accepts (default: S3's) for up to ``budget``
+    seconds (default: the ``setting`` variable's value); then ``StorageUnavailable`` naming
+    ``service``, the setting and ``what`` was tried."""
+    budget = budget_s(setting) if budget is None else budget
     deadline: float | None = None
     delay = 0.5
     while True:
         try:
             return call()
         except Exception as error:
-            if not is_transient(error):
+            if not transient(error):
                 raise
             now = time.monotonic()
             deadline = deadline if deadline is not None else now + budget
             if now + delay > deadline:
                 raise StorageUnavailable(
-                    f"{service} unreachable for {budget:.0f} s (retry budget, AMR_S3_RETRY_BUDGET_S) while trying to {what}: {error}"
+                    f"{service} unreachable for {budget:.0f} s (retry budget, {setting}) while trying to {what}: {error}"
                 ) from error
             sleep(delay)
             delay = min(delay * 2, 5.0)
 
 
 def is_database_outage(error: BaseException) -> bool:
-    """An error of the instance's database driver (PostgreSQL restarting: connection refused,
-    "server closed the connection unexpectedly"), told apart by the raising library."""
-    module = type(error).__module__
-    return module.startswith(("sqlalchemy", "psycopg", "dagster_postgres"))
+    """The instance's PostgreSQL went away: connection refused or dropped, the server shutting
+    down ("terminating connection due to administrator command"), or dagster-postgres giving up
+    its own short connect retry. Not an answer the database gave (a constraint violation, a
+    missing table, a statement timeout), which retrying cannot change."""
+    if type(error).__name__ == "DagsterPostgresException":  # "too many retries for DB connection"
+        return True
+    try:
+        import sqlalchemy.exc as sx
+    except ImportError:  # pragma: no cover - dagster depends on sqlalchemy
+        return False
+    driver_error: BaseException | None = error
+    if isinstance(error, sx.DBAPIError):
+        if error.connection_invalidated:
+            return True
+        driver_error = error.orig
+    elif isinstance(error, (sx.DisconnectionError, sx.TimeoutError)):  # the pool's own
+        return True
+    if getattr(driver_error, "pgcode", None) == "57014":  # query_canceled: a statement timeout
+        return False
+    try:
+        import psycopg2
+    except ImportError:  # pragma: no cover - dagster-postgres installs it
+        return False
+    return isinstance(driver_error, (psycopg2.OperationalError, psycopg2.InterfaceError))

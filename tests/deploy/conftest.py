@@ -24,6 +24,9 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 # SeaweedFS takes ~17 s to come back after a crash here: a restart fits in this budget.
 S3_RETRY_BUDGET_S = 45
+# PostgreSQL is back ~1 s after `pg_ctl start`: a 15 s outage fits (the retries are up to 5 s
+# apart); the long-outage test keeps the database down until the CLI has given up.
+PG_RETRY_BUDGET_S = 25
 
 
 @dataclass
@@ -72,7 +75,7 @@ def deployment(tmp_path_factory) -> Iterator[Deployment]:
         DAGSTER_HOME=str(home), PYTHONPATH=str(ROOT), AMR_HOME=str(folder / "amr"), AMR_CACHE_DIR=str(folder / "cache"),
         AMR_SEEDS_DIR=str(folder / "seeds"),  # the daemon's seed sensor watches it (empty: no runs)
         AMR_COMPUTE_LOG_BUCKET=bucket, AMR_COMPUTE_LOG_PREFIX="compute-logs", AMR_LLM_BACKEND="none",
-        AMR_S3_RETRY_BUDGET_S=str(S3_RETRY_BUDGET_S),
+        AMR_S3_RETRY_BUDGET_S=str(S3_RETRY_BUDGET_S), AMR_PG_RETRY_BUDGET_S=str(PG_RETRY_BUDGET_S),
     )
     (folder / "seeds").mkdir()
     log = folder / "daemon.log"

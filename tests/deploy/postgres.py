@@ -56,8 +56,10 @@ class PostgresServer:
         self._ctl("-w", "-l", str(self.folder / "postgres.log"), "-o",
                   f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
 
-    def stop(self) -> None:
-        self._ctl("-w", "-m", "immediate", "stop")
+    def stop(self, mode: str = "immediate") -> None:
+        """``pg_ctl stop -m MODE``: ``fast`` ends every session (in-flight queries fail),
+        ``immediate`` is a crash."""
+        self._ctl("-w", "-m", mode, "stop")
 
     def running(self) -> bool:
         return subprocess.run([str(BIN / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-U", USER],

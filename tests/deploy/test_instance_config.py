@@ -1,6 +1,6 @@
 """The shipped instance config is valid for Dagster 1.13 / dagster-aws 0.29 as written: the
 instance schema, every configurable class's own schema (queued coordinator, S3 compute logs,
-default and ECS run launchers, Postgres storage), with the `env:` values resolved; and the pool
+default and ECS run launchers, the retrying Postgres storage), with the `env:` values resolved; and the pool
 limits the stages declare are exactly the pools `amr-dagster pools` sets."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def _check(config: dict, home: Path) -> None:
     from dagster._config import process_config
     from dagster._core.instance.config import dagster_instance_config
     from dagster._serdes.config_class import class_from_code_pointer
-    from dagster_postgres import DagsterPostgresStorage
+    from resources.instance_storage import RetryingPostgresStorage
 
     (home / "dagster.yaml").write_text(yaml.safe_dump(config))
     dagster_instance_config(str(home))  # the instance schema (raises DagsterInvalidConfigError)
@@ -35,7 +35,9 @@ def _check(config: dict, home: Path) -> None:
         klass = class_from_code_pointer(config[block]["module"], config[block]["class"])
         result = process_config(klass.config_type(), config[block].get("config", {}))
         assert result.success, (block, result.errors)
-    result = process_config(DagsterPostgresStorage.config_type(), config["storage"]["postgres"])
+    storage = config["storage"]["custom"]
+    assert class_from_code_pointer(storage["module"], storage["class"]) is RetryingPostgresStorage
+    result = process_config(RetryingPostgresStorage.config_type(), storage["config"])
     assert result.success, result.errors
     assert result.value["postgres_db"]["port"] == 5432
 
@@ -48,9 +50,10 @@ def test_deploy_instance_config_is_valid(tmp_path, monkeypatch):
     assert config["concurrency"]["pools"]["default_limit"] == 1
     monkeypatch.delenv("DAGSTER_PG_HOST")  # a missing setting is an error naming it, not a default
     from dagster._config import process_config
-    from dagster_postgres import DagsterPostgresStorage
 
-    result = process_config(DagsterPostgresStorage.config_type(), config["storage"]["postgres"])
+    from resources.instance_storage import RetryingPostgresStorage
+
+    result = process_config(RetryingPostgresStorage.config_type(), config["storage"]["custom"]["config"])
     assert not result.success and "DAGSTER_PG_HOST" in str(result.errors)
 
 
