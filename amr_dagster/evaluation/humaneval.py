@@ -23,6 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 import polars as pl
 
+from amr_dagster import progress
 from amr_dagster.generation.calls import generate_in_chunks, usage_of
 from amr_dagster.ids import seed_for
 from amr_dagster.llm.base import LLMEngine, LLMRequest, SamplingParams
@@ -118,12 +119,13 @@ def evaluate(
     started = time.perf_counter()
     problems = load_problems(config)
     limits = Limits(wall_s=config.wall_s, cpu_s=config.cpu_s)
-    greedy = generate_in_chunks(engine, _requests(problems, config, sampled=False), config.chunk_size)
-    sampled = (
-        generate_in_chunks(engine, _requests(problems, config, sampled=True), config.chunk_size)
-        if config.n_samples > 0
-        else [[] for _ in problems]
-    )
+    with progress.task("humaneval_eval", total=len(problems) * (1 + config.n_samples), unit="completions"):
+        greedy = generate_in_chunks(engine, _requests(problems, config, sampled=False), config.chunk_size)
+        sampled = (
+            generate_in_chunks(engine, _requests(problems, config, sampled=True), config.chunk_size)
+            if config.n_samples > 0
+            else [[] for _ in problems]
+        )
     llm_wall = time.perf_counter() - started
     jobs, owners = [], []
     for i, (problem, answer, samples) in enumerate(zip(problems, greedy, sampled)):
