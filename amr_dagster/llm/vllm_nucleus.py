@@ -1,7 +1,7 @@
 """The vLLM v1 logits processor that applies ``nucleus.nucleus_mask`` (exact top-p, no vocabulary sort).
 
 It is argmax-invariant, so vLLM runs it after temperature, exactly where its own top-p sits.
-``vllm_engine`` loads it by name (``PROCESSOR``) on the CPU build, sends vLLM ``top_p=1`` and the
+``vllm_engine`` loads it by name (``NUCLEUS_PROCESSOR``) on the CPU build, sends vLLM ``top_p=1`` and the
 request's real ``p`` in ``extra_args[nucleus.EXTRA_ARG]``; rows without that key are untouched.
 This module imports vLLM, so only the engine (and its engine core process) imports it.
 """
@@ -14,10 +14,6 @@ import torch
 from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor, MoveDirectionality
 
 from amr_dagster.llm.nucleus import EXTRA_ARG, nucleus_mask
-
-#: How vLLM finds the class in its engine core process (``module:Class``).
-PROCESSOR = f"{__name__}:NucleusLogitsProcessor"
-
 
 class NucleusLogitsProcessor(LogitsProcessor):
     """Per-request top-p from ``extra_args[EXTRA_ARG]``, keyed by the request's batch slot."""
@@ -50,7 +46,9 @@ class NucleusLogitsProcessor(LogitsProcessor):
         slots = [s for s in sorted(self.p) if s < logits.shape[0]]
         if not slots:
             return logits
-        rows = torch.tensor(slots, dtype=torch.long, device=logits.device)
         p = torch.tensor([self.p[s] for s in slots], dtype=logits.dtype, device=logits.device)
+        if len(slots) == logits.shape[0]:  # every row samples with top-p (the usual batch): in place
+            return nucleus_mask(logits, p)
+        rows = torch.tensor(slots, dtype=torch.long, device=logits.device)
         logits[rows] = nucleus_mask(logits[rows], p)
         return logits
