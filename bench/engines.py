@@ -21,8 +21,8 @@ max_tokens``), so tokens/s compares equal work.
 
 Order: llama.cpp, vLLM, llama.cpp again; llama.cpp's figure is the mean of the two runs around
 the vLLM run, so a load change on a shared machine hits both. vLLM is started after the first
-llama.cpp run and closed before the second: its idle worker spin-waits on a core (measured at
-45% CPU while llama.cpp ran), which would slow llama.cpp. Engine start (including one short
+llama.cpp run and closed before the second, so llama.cpp never shares the machine with vLLM's
+processes (their message-queue readers busy-poll after each step). Engine start (including one short
 warm-up call) is excluded and reported apart. ``uptime`` is printed before and after.
 Seeds: llama.cpp samples with the per-sample seeds; vLLM's CPU build runs unseeded (seeded
 batches crash it).
