@@ -90,7 +90,7 @@ class Tally:
         return 3600.0 * self.with_pass / seconds if seconds else 0.0
 
 
-def run_variant(concepts: pl.DataFrame, engine, sandbox, config: GenerationConfig, tally: Tally) -> None:
+def run_variant(concepts: pl.DataFrame, engine, sandbox, config: GenerationConfig, tally: Tally, dump: Path | None = None) -> None:
     started = time.perf_counter()
     tasks, _ = instructions(concepts, engine, config)
     samples, _ = responses(tasks, engine, config)
@@ -98,6 +98,9 @@ def run_variant(concepts: pl.DataFrame, engine, sandbox, config: GenerationConfi
     started = time.perf_counter()
     executed, _ = execute_responses(samples, sandbox, Limits())
     tally.sandbox_s += time.perf_counter() - started
+    if dump is not None:  # every sample with its verdict, for reading what failed
+        dump.parent.mkdir(parents=True, exist_ok=True)
+        samples.join(executed.select("id", "sandbox_status", "sandbox_detail", pl.col("status").alias("executed_status")), on="id", how="left").write_parquet(dump)
     tally.instructions += accepted(tasks).height
     tally.samples += samples.height
     tally.cut += samples.filter(pl.col("finish_reason") == FINISH_LENGTH).height
@@ -115,6 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=0, help="use the first N accepted concept rows (0 = all)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--enforce-eager", action="store_true", help="vLLM without graph compilation")
+    parser.add_argument("--dump", type=Path, help="write each variant's samples with their verdicts to DUMP/<variant>-<round>.parquet")
     parser.add_argument("--variant", action="append", default=[], help="NAME:FIELD=VALUE;... (repeatable; first = baseline)")
     args = parser.parse_args(argv)
 
@@ -138,7 +142,8 @@ def main(argv: list[str] | None = None) -> None:
         for round_no in range(args.rounds):
             order = list(configs) if round_no % 2 == 0 else list(reversed(configs))
             for name in order:
-                run_variant(concepts, engine, sandbox, configs[name], tallies[name])
+                dump = args.dump / f"{name}-{round_no + 1}.parquet" if args.dump else None
+                run_variant(concepts, engine, sandbox, configs[name], tallies[name], dump)
                 print(f"round {round_no + 1} {tallies[name].line(name)}", flush=True)
     finally:
         sandbox.close()

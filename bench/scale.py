@@ -23,8 +23,15 @@ Measured: the two global assets alone, ``module_library`` and ``instruction_data
 the batches arrive one after another on a fresh data root, local and S3 (a real SeaweedFS on
 loopback, ``tests/s3_fixtures.py``): for each batch in turn its partition files (every stage)
 are copied in and the global assets are materialized through Dagster. Reported per storage:
-the global assets' time for the last four batches over the first four, per batch the best of
-``--repeat`` sequences.
+the global assets' time for the last four batches to arrive over the first four.
+
+Batches differ in content (one of these seed batches yields 1 pair and a few library
+candidates, another 7 pairs and a dozen), so "the first four" and "the last four" would
+compare different work as well as different positions. The arrival sequences therefore
+alternate direction (``--repeat`` 4: forward, reversed, forward, reversed): each batch
+arrives once among the first four and once among the last four, so content cancels and what
+is left is the cost of arriving late. Per direction and position the best of that direction's
+sequences is taken; the ratio sums both directions. The forward-only ratio is printed too.
 
 The old behaviour (default on; ``--no-old`` skips it): the global assets of commit 23923c0,
 which rebuilt the library and re-exported every batch on each run, in a worker process with
@@ -240,7 +247,8 @@ def pipeline_run(job, seeds: list[Path], root: str, work: Path, model_id: str) -
 
 
 def arrival_sequence(keys: list[str], source: str, roots: dict[str, str], workers: dict[str, GlobalWorker]) -> dict[str, list[dict[str, Any]]]:
-    """For each batch in turn: copy it into each code's data root, materialize its global assets."""
+    """For each batch in turn (``keys`` in arrival order): copy it into each code's data root,
+    materialize its global assets. Lines are numbered by arrival position."""
     out: dict[str, list[dict[str, Any]]] = {code: [] for code in workers}
     for i, key in enumerate(keys):
         line = f"  batch {i + 1:>2}:"
@@ -257,17 +265,24 @@ def cost(walls: dict[str, Any]) -> float:
     return walls["module_library"] + walls["instruction_dataset"]
 
 
+def position_best(runs: list[dict[str, list[dict[str, Any]]]], code: str, metric) -> list[float]:
+    """Per arrival position, the smallest ``metric`` over sequences that ran in the same order."""
+    return [min(metric(run[code][i]) for run in runs) for i in range(len(runs[0][code]))]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--batches", type=int, default=16)
     parser.add_argument("--seeds", type=int, default=4, help="seed functions per batch")
-    parser.add_argument("--repeat", type=int, default=2, help="arrival sequences per storage (best per batch taken)")
+    parser.add_argument("--repeat", type=int, default=4, help="arrival sequences per storage, alternately forward and reversed")
     parser.add_argument("--no-old", action="store_true", help="skip the old commit's figures")
     parser.add_argument("--storage", default="local,s3")
     parser.add_argument("--keep", help="work folder to keep (default: a temporary one)")
     args = parser.parse_args(argv)
     if args.batches < 8:
         raise SystemExit("--batches must be at least 8 (first four vs last four)")
+    if args.repeat < 2:
+        raise SystemExit("--repeat must be at least 2 (one forward and one reversed sequence)")
 
     work = Path(args.keep).resolve() if args.keep else Path(tempfile.mkdtemp(prefix="amr-bench-scale-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -326,27 +341,31 @@ def main(argv: list[str] | None = None) -> int:
                     else:  # a fresh data root per sequence (a kept work folder may hold an earlier run's)
                         shutil.rmtree(work / f"{storage}-{r + 1}", ignore_errors=True)
                         roots = {code: str(work / f"{storage}-{r + 1}" / code) for code in codes}
-                    print(f"{storage}, sequence {r + 1}: global assets as the batches arrive ({', '.join(roots.values())})", file=sys.stderr, flush=True)
-                    runs[storage].append(arrival_sequence(keys, source, roots, workers))
+                    order = keys if r % 2 == 0 else keys[::-1]
+                    print(f"{storage}, sequence {r + 1} ({'forward' if r % 2 == 0 else 'reversed'}): global assets as the batches "
+                          f"arrive ({', '.join(roots.values())})", file=sys.stderr, flush=True)
+                    runs[storage].append(arrival_sequence(order, source, roots, workers))
         finally:
             for worker in workers.values():
                 worker.close()
 
-    print(f"\nglobal assets (module_library + instruction_dataset) as {args.batches} batches of {args.seeds} seeds arrive, "
-          f"per batch the best of {args.repeat}:")
-    print(f"{'storage':<8}{'code':<6}{'batches 1-4 s':>14}{'last 4 s':>10}{'ratio':>8}   per batch (s)")
-    ratios: dict[str, float] = {}
-    for storage in storages:
-        for code in codes:
-            best = [min(cost(run[code][i]) for run in runs[storage]) for i in range(len(keys))]
-            first, last = sum(best[:4]), sum(best[-4:])
-            ratios[(storage, code)] = last / first if first else float("inf")
-            print(f"{storage:<8}{code:<6}{first:>14.3f}{last:>10.3f}{ratios[(storage, code)]:>7.2f}x   {' '.join(f'{b:.2f}' for b in best)}")
-    print("the same with this process's CPU seconds for the whole global materialization (less sensitive to machine load):")
-    for storage in storages:
-        for code in codes:
-            best = [min(run[code][i]["process_cpu_s"] for run in runs[storage]) for i in range(len(keys))]
-            print(f"{storage:<8}{code:<6}{sum(best[:4]):>14.3f}{sum(best[-4:]):>10.3f}{sum(best[-4:]) / sum(best[:4]):>7.2f}x")
+    print(f"\nglobal assets (module_library + instruction_dataset) as {args.batches} batches of {args.seeds} seeds arrive; "
+          f"per arrival position the best of each direction's sequences, forward + reversed summed:")
+    print(f"{'storage':<8}{'code':<6}{'first 4 s':>10}{'last 4 s':>10}{'ratio':>8}{'forward only':>14}   per position, forward | reversed (s)")
+    ratios: dict[tuple[str, str], float] = {}
+    for metric, label in ((cost, None), (lambda w: w["process_cpu_s"], "process CPU seconds")):
+        if label:
+            print(f"the same with this process's {label} for the whole global materialization (less sensitive to machine load):")
+        for storage in storages:
+            for code in codes:
+                forward, reverse = (position_best(runs[storage][d::2], code, metric) for d in (0, 1))
+                first, last = sum(forward[:4]) + sum(reverse[:4]), sum(forward[-4:]) + sum(reverse[-4:])
+                ratio = last / first if first else float("inf")
+                forward_only = sum(forward[-4:]) / sum(forward[:4]) if sum(forward[:4]) else float("inf")
+                if label is None:
+                    ratios[(storage, code)] = ratio
+                print(f"{storage:<8}{code:<6}{first:>10.3f}{last:>10.3f}{ratio:>7.2f}x{forward_only:>13.2f}x   "
+                      f"{' '.join(f'{b:.2f}' for b in forward)} | {' '.join(f'{b:.2f}' for b in reverse)}")
     pairs = runs[storages[0]][0]["new"][-1]["pairs"]
     print(f"after {len(keys)} batches: {pairs[0]} verified pairs in, {pairs[1]} exported")
     new = {s: ratios[(s, "new")] for s in storages}
