@@ -51,7 +51,8 @@ def submit(
     from dagster._core.workspace.load_target import WorkspaceFileTarget
 
     target = WorkspaceFileTarget(paths=[str(workspace or PROJECT_WORKSPACE)])
-    with WorkspaceProcessContext(instance, target, version=dg.__version__) as process:
+    # the code server's start/stop INFO lines would land between the CLI's own lines
+    with WorkspaceProcessContext(instance, target, version=dg.__version__, code_server_log_level="WARNING") as process:
         context = process.create_request_context()
         (location_name,) = context.code_location_names  # the project is one code location
         error = context.get_code_location_error(location_name)
