@@ -11,7 +11,8 @@ parse time with its own reason, before it costs a sandbox run:
 - ``too_few_assertions: N``: fewer than ``min_assertions`` assertions in all, counted
   statically: ``assert`` statements plus calls of ``assert*`` methods (``self.assertEqual``,
   ``np.testing.assert_allclose``) and ``pytest.raises`` blocks. An assertion in a loop counts
-  once: the rule asks for two distinct checks, not two executions.
+  once, and so do identical assertions written several times (a small model often repeats
+  ``assert f("hello") == "hello"``): the rule asks for two distinct checks, not two executions.
 """
 
 from __future__ import annotations
@@ -41,17 +42,18 @@ def used_names(tree: ast.AST) -> set[str]:
 
 
 def count_assertions(tree: ast.AST) -> int:
-    """``assert`` statements + ``assert*`` method calls + ``pytest.raises`` context managers."""
-    count = 0
+    """Distinct ``assert`` statements, ``assert*`` method calls and ``pytest.raises`` context
+    managers (two assertions with the same source text count once)."""
+    seen: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Assert):
-            count += 1
+            seen.add(ast.dump(node))
         elif isinstance(node, ast.Call):
             func = node.func
             name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
             if name.lower().startswith("assert") or name == "raises":
-                count += 1
-    return count
+                seen.add(ast.dump(node))
+    return len(seen)
 
 
 def weak_tests_reason(code_tree: ast.AST, tests_tree: ast.AST, min_assertions: int = 2, require_call: bool = True) -> str | None:

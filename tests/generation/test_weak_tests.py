@@ -138,3 +138,13 @@ def test_multi_paragraph_instructions_are_kept_when_asked():
     assert parse_instruction(text, "stop").instruction == "Write a function `f(x)` that doubles x."
     both = parse_instruction(text, "stop", paragraphs=True)
     assert both.reason is None and both.instruction.endswith("with ValueError.")
+
+
+def test_identical_assertions_count_once():
+    # Recorded from Gemma 3 270M through vLLM (bench.data_yield, easy function tasks): it passed
+    # its own tests by repeating one trivial check.
+    code = "def string_to_array(string):\n    return ''.join(map(str, string))"
+    repeated = 'def test_string_to_array():\n    assert string_to_array("hello") == "hello"\n    assert string_to_array("hello") == "hello"'
+    assert parse_response(_as_completion(code, repeated), "stop").reason == "too_few_assertions: 1 < 2"
+    distinct = repeated.replace('("hello") == "hello"\n', '("ab") == "ab"\n', 1)
+    assert parse_response(_as_completion(code, distinct), "stop").reason is None
