@@ -50,15 +50,44 @@ def _parse_value(text: str):
     return yaml.safe_load(text)
 
 
+def has_nvidia_gpu() -> bool:
+    import shutil
+    import subprocess
+
+    if not shutil.which("nvidia-smi"):
+        return False
+    return subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode == 0
+
+
+def default_engine(args: argparse.Namespace) -> dict[str, object] | None:
+    """The LLM engine of a run that names none (README command 1): vLLM's in-process engine on
+    the embedded model where vLLM is installed, else the embedded llama.cpp (None: the resource
+    default). vLLM batches every sample of a stage; ``bench.data_yield`` measured twice the
+    samples per hour of llama.cpp's one sequence at a time on 2 cores (README, "What to
+    expect"). Not chosen for ``--submit`` (the deployment's settings decide there) nor when a
+    deployment variable names a backend. On a CPU it runs eager: graph compilation would
+    add minutes to every start."""
+    import importlib.util
+
+    if args.llm_backend or getattr(args, "submit", False):
+        return None
+    if os.environ.get("AMR_GENERATOR_BACKEND") or os.environ.get("AMR_TEACHER_BACKEND") or os.environ.get("AMR_LLM_BACKEND"):
+        return None
+    if importlib.util.find_spec("vllm") is None:
+        return None
+    return {"backend": "vllm"} if has_nvidia_gpu() else {"backend": "vllm", "enforce_eager": True}
+
+
 def run_config(args: argparse.Namespace, selected: list[str], resource_keys: set[str]) -> dict:
     """Every setting of this run as Dagster run config: resource config for the shared
     settings, op config for a stage's own. It is what the run records (and the UI shows), and a
     launch from the launchpad with the same config runs the same way."""
     resources: dict[str, dict] = {"data_root": {"path": data_root_of(args)}}
     ops: dict[str, dict] = {}
-    if args.llm_backend:
-        resources["generator"] = {"backend": args.llm_backend}
-        resources["teacher"] = {"backend": args.llm_backend}
+    engine = {"backend": args.llm_backend} if args.llm_backend else default_engine(args)
+    if engine:
+        resources["generator"] = dict(engine)
+        resources["teacher"] = dict(engine)
     if args.max_seeds is not None:
         resources.setdefault("generation", {})["max_seeds"] = args.max_seeds
     if args.n_samples is not None:
@@ -143,6 +172,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         terminal.line(_stage_line(store, name, batch.key, global_names) if ok else f"{name:<22}{'FAILED':>28}")
 
     config = run_config(args, selected, set(defs.resources))
+    if not args.llm_backend and default_engine(args):
+        print("LLM engine: vLLM in-process on the embedded model (installed here; --llm-backend llama_cpp for llama.cpp)")
     if args.submit:
         return _submit_and_follow(args, instance, selected, config, batch.key, store, global_names, data.url)
     print(f"\n{'stage':<22}{'rows':>8}{'accepted':>10}{'rejected':>10}  top rejection reasons")
@@ -333,12 +364,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--stdlib-files", type=int, default=int(os.environ.get("AMR_STDLIB_FILES", "120")), help="files in the default standard-library batch (0 = all)")
     run.add_argument("--max-seeds", type=int, default=None, help="cap on deduplicated seeds entering generation (default: 24 for the standard-library batch, none for --seeds; 0 = no cap)")
     run.add_argument("--profile", help="settings profile: embedded (default; small-model settings) or selfcodealign (the reference's settings); files under amr_dagster/prompts/profiles/")
-    run.add_argument("--n-samples", type=int, default=None, help="responses sampled per instruction (default: the profile's, 4 for embedded)")
+    run.add_argument("--n-samples", type=int, default=None, help="responses sampled per instruction (default: the profile's, 8 for embedded)")
     run.add_argument("--data-dir", help="data root: a folder or s3://bucket/prefix (default $AMR_DATA_DIR or ./.amr/data)")
     run.add_argument("--no-typecheck", action="store_true", help="skip the pyright filter")
     run.add_argument("--no-judge", action="store_true", help="skip the LLM docstring judge")
     run.add_argument("--benchmark", action="append", help="extra benchmark JSONL to decontaminate against (repeatable)")
-    run.add_argument("--llm-backend", choices=["llama_cpp", "openai", "vllm", "cache_only", "none"], help="engine for both roles (default: embedded llama.cpp)")
+    run.add_argument("--llm-backend", choices=["llama_cpp", "openai", "vllm", "cache_only", "none"], help="engine for both roles (default: vLLM in-process on the embedded model where vLLM is installed, else the embedded llama.cpp)")
     run.add_argument("--sandbox", choices=["auto", "docker", "local"], help="sandbox backend (default auto, or $AMR_SANDBOX_BACKEND)")
     run.add_argument("--set", action="append", metavar="OWNER.FIELD=VALUE",
                      help="any other setting, as resource or asset config: e.g. generation.response_max_tokens=160, "

@@ -56,7 +56,7 @@ def test_main_job_end_to_end_with_lineage(tmp_path):
         "evolution.decomposition_max_tokens=96", "evolution.evolution_max_tokens=160",
     ]
     proc = subprocess.run(
-        [str(Path(sys.executable).parent / "amr-dagster"), "run", "--seeds", str(seeds), "--sandbox", "local", "--n-samples", "2",
+        [str(Path(sys.executable).parent / "amr-dagster"), "run", "--seeds", str(seeds), "--sandbox", "local", "--n-samples", "2", "--llm-backend", "llama_cpp",
          *[arg for setting in settings for arg in ("--set", setting)]],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800,
     )

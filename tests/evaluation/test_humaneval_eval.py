@@ -127,7 +127,7 @@ def test_cli_select_humaneval_eval(tmp_path):
     env.pop("DAGSTER_HOME", None)
     done = subprocess.run(
         [sys.executable, "-m", "amr_dagster.cli", "run", "--select", "humaneval_eval", "--humaneval-limit", "2",
-         "--sandbox", "local", "--data-dir", str(tmp_path / "data")],
+         "--sandbox", "local", "--llm-backend", "llama_cpp", "--data-dir", str(tmp_path / "data")],
         capture_output=True, text=True, timeout=1800, env=env,
     )
     assert done.returncode == 0, done.stdout + done.stderr

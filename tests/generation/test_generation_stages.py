@@ -19,6 +19,7 @@ import pytest
 
 from amr_dagster.generation.concepts import seed_concepts
 from amr_dagster.generation.config import GenerationConfig
+from amr_dagster.profiles import load_profile
 from amr_dagster.generation.fewshot import default_library
 from amr_dagster.generation.instructions import instructions
 from amr_dagster.generation.prompting import (
@@ -58,9 +59,13 @@ def recording(stage: str) -> dict:
     return json.loads((RECORDED / f"{stage}.json").read_text())
 
 
+# Settings added after the recordings were made, at the value they had then.
+NOT_RECORDED = {"shot_difficulties": ()}
+
+
 def recorded_config(doc: dict) -> GenerationConfig:
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in doc["config"].items()}
-    return GenerationConfig(**values)
+    return GenerationConfig(**{**NOT_RECORDED, **values})
 
 
 def input_frame(doc: dict, stage: str) -> pl.DataFrame:
@@ -116,7 +121,7 @@ class ReplayEngine:
 
 def test_category_and_difficulty_draws_are_per_row_and_weighted():
     ids = [f"row-{i}" for i in range(3000)]
-    config = GenerationConfig()
+    config = load_profile("selfcodealign").build("generation")  # the paper's weighted mix
     categories = Counter(draw_property(i, 0, "category", config.categories) for i in ids)
     difficulties = Counter(draw_property(i, 0, "difficulty", config.difficulties) for i in ids)
     assert 0.45 < categories["function"] / len(ids) < 0.55  # function, function, class, program
@@ -356,3 +361,11 @@ def test_crash_mid_stage_then_rerun_repeats_no_finished_call(gemma, tmp_path):
     again, stats = responses(frame_in, CachedEngine(idle, SQLiteCache(cache_path)), config)
     assert stats["llm"]["cache_hits"] == total
     assert again.drop("cached").equals(out.drop("cached"))
+
+
+def test_embedded_defaults_ask_for_easy_function_tasks_the_profile_restores_the_mix():
+    config = GenerationConfig()
+    assert (config.categories, config.difficulties, config.shot_difficulties) == (("function",), ("easy",), ("easy",))
+    paper = load_profile("selfcodealign").build("generation")
+    assert paper.categories == ("function", "function", "class", "program")
+    assert paper.difficulties == ("easy", "medium", "hard") and paper.shot_difficulties == ()
