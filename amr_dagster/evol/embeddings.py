@@ -125,8 +125,14 @@ class SentenceEmbedder:
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")
                 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
                 from sentence_transformers import SentenceTransformer
+                from transformers.utils import logging as hf_logging
 
-                model = SentenceTransformer(str(self.model_dir), device=self.device)
+                # transformers' "Loading weights" bar landed between the CLI's stage lines
+                hf_logging.disable_progress_bar()
+                try:
+                    model = SentenceTransformer(str(self.model_dir), device=self.device)
+                finally:
+                    hf_logging.enable_progress_bar()
                 _MODELS[key] = model
         return model
 

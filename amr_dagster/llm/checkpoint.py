@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,6 +131,21 @@ def _conversion_modules():
 def convert_gguf(gguf: Path, out: Path) -> None:
     """Dequantize ``gguf`` into a bf16 checkpoint (model, config, tokenizer with ``<bos>``) in ``out``."""
     _conversion_modules()
+    from transformers.utils import logging as hf_logging
+
+    # One line of ours instead of transformers' dtype advice and its per-tensor progress bar.
+    print(f"converting the embedded model for vLLM (once, about a minute) -> {out.parent}", file=sys.stderr, flush=True)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        _convert(gguf, out)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
+
+
+def _convert(gguf: Path, out: Path) -> None:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 

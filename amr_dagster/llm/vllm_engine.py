@@ -64,10 +64,14 @@ def import_vllm() -> ModuleType:
     """``vllm``, or ``EngineUnavailable`` saying which extra installs it.
 
     vLLM logs every engine step at INFO from its own processes, which buried the CLI's stage
-    lines under hundreds of lines per run; it logs at WARNING here unless the user set
-    ``VLLM_LOGGING_LEVEL`` (read when vLLM is imported, and inherited by its engine core).
+    lines under hundreds of lines per run; and at WARNING it still printed about 20 lines per
+    start on a CPU (no Triton, no tcmalloc in LD_PRELOAD, eager mode, NUMA binding), none of
+    which a user can act on. It logs errors only here unless the user set
+    ``VLLM_LOGGING_LEVEL`` (read when vLLM is imported, and inherited by its engine core), and
+    torch's C++ warnings likewise unless ``TORCH_CPP_LOG_LEVEL`` is set.
     """
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
     # vLLM-CPU keeps one core for its front end by default; on two cores that left the worker a
     # single thread (a 2x slower engine, measured). The front end needs little; give the worker all.
     if (os.cpu_count() or 1) <= 4:
