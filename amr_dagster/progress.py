@@ -125,15 +125,35 @@ def sink(s: Sink) -> Iterator[Sink]:
         remove_sink(s)
 
 
+#: Seconds between reports of a task that has not advanced: a batched engine returns a whole
+#: chunk of samples at once, and minutes without a line looked like a hung run.
+HEARTBEAT_S = 10.0
+
+
 @contextmanager
-def task(name: str, total: int, unit: str = "rows") -> Iterator[Task]:
-    """Open a task; reports its start, every ``advance`` and its end to the sinks."""
+def task(name: str, total: int, unit: str = "rows", heartbeat_s: float = HEARTBEAT_S) -> Iterator[Task]:
+    """Open a task; reports its start, every ``advance``, its state every ``heartbeat_s`` while
+    it is open (elapsed time and ETA move on even when no unit finished), and its end."""
     t = Task(name, total, unit)
     token = _current.set((*_current.get(), t))
     _publish(t.event())
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(heartbeat_s):
+            with t._lock:
+                event = t.event()
+            _publish(event)
+
+    ticker = threading.Thread(target=beat, name=f"progress-{name}", daemon=True) if _sinks else None
+    if ticker:
+        ticker.start()
     try:
         yield t
     finally:
+        stop.set()
+        if ticker:
+            ticker.join()
         _current.reset(token)
         _publish(t.event(finished=True))
 

@@ -49,6 +49,21 @@ def test_tasks_report_start_advances_end_and_nest():
     ]
 
 
+def test_a_task_that_does_not_advance_still_reports_its_elapsed_time():
+    # A batched engine hands back a whole chunk at once: the task beats while it waits.
+    import time
+
+    events, sink = collect()
+    with progress.sink(sink), progress.task("responses", total=4, unit="samples", heartbeat_s=0.05):
+        time.sleep(0.3)
+    beats = [e for e in events if not e.finished and e.done == 0]
+    assert len(beats) >= 3
+    assert beats[-1].elapsed_s > beats[0].elapsed_s and beats[-1].eta_s is None
+    assert events[-1].finished
+    progress.advance(1)  # the ticker stopped with the task: nothing arrives after its end
+    assert events[-1].finished
+
+
 def test_a_failing_sink_never_fails_the_work():
     def broken(event):
         raise RuntimeError("display gone")
