@@ -173,7 +173,10 @@ def gguf_token_ids(gguf: Path, prompts: tuple[str, ...] | list[str]) -> list[lis
     """What llama.cpp feeds the model for each prompt (``<bos>`` added, text not parsed as specials)."""
     import llama_cpp
 
-    vocab = llama_cpp.Llama(model_path=str(gguf), vocab_only=True, verbose=False)
+    from amr_dagster.llm.llama_cpp_engine import filtered_stderr
+
+    with filtered_stderr():  # a vocabulary-only load warns about its (absent) training context
+        vocab = llama_cpp.Llama(model_path=str(gguf), vocab_only=True, verbose=False)
     try:
         return [vocab.tokenize(p.encode("utf-8"), add_bos=True, special=False) for p in prompts]
     finally:

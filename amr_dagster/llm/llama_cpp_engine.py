@@ -77,7 +77,7 @@ def file_sha256(path: Path) -> str:
 
 #: llama.cpp notices printed at every context creation past llama-cpp-python's ``verbose=False``;
 #: they landed between the CLI's stage lines.
-NOTICES = ("using full-size SWA cache",)
+NOTICES = ("using full-size SWA cache", "n_ctx_train (0) -- possible training context overflow")
 
 
 @contextlib.contextmanager
