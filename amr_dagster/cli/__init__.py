@@ -414,4 +414,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    finally:
+        close_engines()
+
+
+def close_engines() -> None:
+    """Stop the run's LLM engines now, not in an exit hook: vLLM's engine core is a child
+    process, and a CLI that left it to the exit hooks once printed "succeeded" and never
+    returned (see ``llm.registry.track``)."""
+    if "amr_dagster.llm.registry" in sys.modules:
+        sys.modules["amr_dagster.llm.registry"].close_all()

@@ -92,10 +92,23 @@ _live_lock = threading.Lock()  # not _lock: engines register while shared_engine
 log = logging.getLogger(__name__)
 
 
+_exit_hook_registered = False
+
+
 def track(engine: object) -> None:
-    """Register an engine with a ``close()`` to be closed at interpreter exit."""
+    """Register an engine with a ``close()`` to be closed at interpreter exit.
+
+    The exit hook is registered with the first engine, not at import: exit hooks run last
+    registered first, and an engine with child processes (vLLM's engine core) must be closed
+    before multiprocessing's own hook joins its children. Registered at import, ours ran after
+    it: the CLI printed "succeeded" and never exited, its main thread joining a live engine
+    core whose worker kept both cores busy."""
+    global _exit_hook_registered
     with _live_lock:
         _live.add(engine)
+        if not _exit_hook_registered:
+            atexit.register(close_all)
+            _exit_hook_registered = True
 
 
 def close_all() -> int:
@@ -113,8 +126,6 @@ def close_all() -> int:
             log.warning("closing %r failed: %s", engine, exc)
     return len(engines)
 
-
-atexit.register(close_all)
 _engines: dict[tuple, LLMEngine] = {}
 _caches: dict[str, CacheStore] = {}
 _cached_engines: dict[tuple, CachedEngine] = {}
