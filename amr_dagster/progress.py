@@ -52,7 +52,9 @@ class ProgressEvent:
         if self.finished:
             return f"{self.name}: {self.done}/{self.total} {self.unit} done in {format_seconds(self.elapsed_s)}{rate}"
         eta = self.eta_s
-        return f"{self.name}: {self.done}/{self.total} {self.unit}{pct}{rate}, ETA {format_seconds(eta) if eta is not None else '?'}"
+        if eta is None:  # nothing finished yet (a batched engine returns whole chunks): say how long
+            return f"{self.name}: {self.done}/{self.total} {self.unit}{pct}, {format_seconds(self.elapsed_s)} so far, ETA ?"
+        return f"{self.name}: {self.done}/{self.total} {self.unit}{pct}{rate}, ETA {format_seconds(eta)}"
 
 
 Sink = Callable[[ProgressEvent], None]

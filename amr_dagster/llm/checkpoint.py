@@ -135,12 +135,18 @@ def convert_gguf(gguf: Path, out: Path) -> None:
 
     # One line of ours instead of transformers' dtype advice and its per-tensor progress bar.
     print(f"converting the embedded model for vLLM (once, about a minute) -> {out.parent}", file=sys.stderr, flush=True)
-    verbosity = hf_logging.get_verbosity()
+    import functools
+
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    verbosity, bar = hf_logging.get_verbosity(), gguf_utils.tqdm
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    gguf_utils.tqdm = functools.partial(bar, disable=True)  # its own tqdm, not transformers' switch
     try:
         _convert(gguf, out)
     finally:
+        gguf_utils.tqdm = bar
         hf_logging.set_verbosity(verbosity)
         hf_logging.enable_progress_bar()
 

@@ -31,6 +31,7 @@ def test_event_rate_eta_and_description():
     done = progress.ProgressEvent("responses", 48, 48, "samples", 125.0, finished=True)
     assert done.describe().startswith("responses: 48/48 samples done in 2m05s")
     assert progress.ProgressEvent("x", 0, 10, "rows", 3.0).eta_s is None
+    assert progress.ProgressEvent("x", 0, 10, "rows", 130.0).describe() == "x: 0/10 rows (0%), 2m10s so far, ETA ?"
 
 
 def test_tasks_report_start_advances_end_and_nest():
