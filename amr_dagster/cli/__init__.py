@@ -364,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--stdlib-files", type=int, default=int(os.environ.get("AMR_STDLIB_FILES", "120")), help="files in the default standard-library batch (0 = all)")
     run.add_argument("--max-seeds", type=int, default=None, help="cap on deduplicated seeds entering generation (default: 24 for the standard-library batch, none for --seeds; 0 = no cap)")
     run.add_argument("--profile", help="settings profile: embedded (default; small-model settings) or selfcodealign (the reference's settings); files under amr_dagster/prompts/profiles/")
-    run.add_argument("--n-samples", type=int, default=None, help="responses sampled per instruction (default: the profile's, 10 for embedded)")
+    run.add_argument("--n-samples", type=int, default=None, help="responses sampled per instruction (default: the profile's, 8 for embedded)")
     run.add_argument("--data-dir", help="data root: a folder or s3://bucket/prefix (default $AMR_DATA_DIR or ./.amr/data)")
     run.add_argument("--no-typecheck", action="store_true", help="skip the pyright filter")
     run.add_argument("--no-judge", action="store_true", help="skip the LLM docstring judge")
