@@ -169,7 +169,7 @@ def test_progress_lands_in_the_event_log_of_a_real_run():
     with dg.instance_for_test() as instance:
         result = dg.materialize([long_stage], instance=instance)
         logs = [(r.step_key, r.user_message) for r in instance.all_logs(result.run_id) if not r.is_dagster_event]
-    assert ("long_stage", "long_stage: 0/3 rows (0%), ETA ?") in logs
+    assert ("long_stage", "long_stage: 0/3 rows (0%), 0s so far, ETA ?") in logs
     assert any(step == "long_stage" and m.startswith("long_stage: 3/3 rows done in") for step, m in logs), logs
 
 
