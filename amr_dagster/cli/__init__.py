@@ -172,7 +172,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         terminal.line(_stage_line(store, name, batch.key, global_names) if ok else f"{name:<22}{'FAILED':>28}")
 
     config = run_config(args, selected, set(defs.resources))
-    if not args.llm_backend and default_engine(args):
+    if not args.llm_backend and config["resources"].get("generator", {}).get("config", {}).get("backend") == "vllm":
         print("LLM engine: vLLM in-process on the embedded model (installed here; --llm-backend llama_cpp for llama.cpp)")
     if args.submit:
         return _submit_and_follow(args, instance, selected, config, batch.key, store, global_names, data.url)
@@ -414,15 +414,4 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    finally:
-        close_engines()
-
-
-def close_engines() -> None:
-    """Stop the run's LLM engines now, not in an exit hook: vLLM's engine core is a child
-    process, and a CLI that left it to the exit hooks once printed "succeeded" and never
-    returned (see ``llm.registry.track``)."""
-    if "amr_dagster.llm.registry" in sys.modules:
-        sys.modules["amr_dagster.llm.registry"].close_all()
+    return args.func(args)

@@ -101,9 +101,10 @@ def track(engine: object) -> None:
     The exit hook is registered with the first engine, not at import: exit hooks run last
     registered first, and an engine with child processes (vLLM's engine core) must be closed
     before multiprocessing's own hook joins its children, so ours must come after vLLM has
-    imported multiprocessing. The CLI once printed "succeeded" and never exited, its main
-    thread in multiprocessing's hook joining a live engine core whose worker kept both cores
-    busy; it now also closes its engines itself before returning (``cli.close_engines``)."""
+    imported multiprocessing. Registered at import, the CLI printed "succeeded" and never
+    exited after a vLLM run, its main thread in multiprocessing's hook joining a live engine
+    core whose worker kept both cores busy; registered here, the same run exits
+    (``tests/cli/test_cli_vllm_exit.py``)."""
     global _exit_hook_registered
     with _live_lock:
         _live.add(engine)
