@@ -23,6 +23,7 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from amr_dagster import progress
+from amr_dagster.quiet import no_progress_bars
 
 MINILM_NAME = "all-MiniLM-L6-v2"
 
@@ -125,14 +126,9 @@ class SentenceEmbedder:
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")
                 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
                 from sentence_transformers import SentenceTransformer
-                from transformers.utils import logging as hf_logging
 
-                # transformers' "Loading weights" bar landed between the CLI's stage lines
-                hf_logging.disable_progress_bar()
-                try:
+                with no_progress_bars():  # its "Loading weights" bar landed between the CLI's stage lines
                     model = SentenceTransformer(str(self.model_dir), device=self.device)
-                finally:
-                    hf_logging.enable_progress_bar()
                 _MODELS[key] = model
         return model
 

@@ -31,7 +31,8 @@ from pathlib import Path
 
 from amr_dagster.llm.base import EngineUnavailable
 from amr_dagster.llm.embedded_model import EMBEDDED_NAME, embedded_model_path, expected_sha256
-from amr_dagster.llm.llama_cpp_engine import GEMMA_TEMPLATE
+from amr_dagster.llm.llama_cpp_engine import GEMMA_TEMPLATE, filtered_stderr
+from amr_dagster.quiet import no_progress_bars
 from amr_dagster.settings import cache_dir
 
 MANIFEST = "manifest.json"
@@ -131,24 +132,22 @@ def _conversion_modules():
 def convert_gguf(gguf: Path, out: Path) -> None:
     """Dequantize ``gguf`` into a bf16 checkpoint (model, config, tokenizer with ``<bos>``) in ``out``."""
     _conversion_modules()
-    from transformers.utils import logging as hf_logging
-
-    # One line of ours instead of transformers' dtype advice and its per-tensor progress bar.
-    print(f"converting the embedded model for vLLM (once, about a minute) -> {out.parent}", file=sys.stderr, flush=True)
     import functools
 
     from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    from transformers.utils import logging as hf_logging
 
+    # One line of ours instead of transformers' dtype advice and its progress bars.
+    print(f"converting the embedded model for vLLM (once, about a minute) -> {out.parent}", file=sys.stderr, flush=True)
     verbosity, bar = hf_logging.get_verbosity(), gguf_utils.tqdm
     hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
     gguf_utils.tqdm = functools.partial(bar, disable=True)  # its own tqdm, not transformers' switch
     try:
-        _convert(gguf, out)
+        with no_progress_bars():
+            _convert(gguf, out)
     finally:
         gguf_utils.tqdm = bar
         hf_logging.set_verbosity(verbosity)
-        hf_logging.enable_progress_bar()
 
 
 def _convert(gguf: Path, out: Path) -> None:
@@ -178,8 +177,6 @@ def _convert(gguf: Path, out: Path) -> None:
 def gguf_token_ids(gguf: Path, prompts: tuple[str, ...] | list[str]) -> list[list[int]]:
     """What llama.cpp feeds the model for each prompt (``<bos>`` added, text not parsed as specials)."""
     import llama_cpp
-
-    from amr_dagster.llm.llama_cpp_engine import filtered_stderr
 
     with filtered_stderr():  # a vocabulary-only load warns about its (absent) training context
         vocab = llama_cpp.Llama(model_path=str(gguf), vocab_only=True, verbose=False)
