@@ -11,6 +11,7 @@ SPEC = StageSpec(
     run=sample_responses,
     upstream=("instructions",),
     schema=RESPONSE_SCHEMA,
+    revision=2,  # the tests come from a second call (GenerationConfig.tests_call)
     prompts_version=PROMPTS_VERSION,
     description="I->R: n samples per instruction, each parsed into explanation, code and tests; "
     "unparsable samples are rejected with a reason (no code block, no tests, unterminated, syntax error).",

@@ -58,6 +58,10 @@ class GenerationConfig:
     n_samples: int = 8
     response_temperature: float = 0.4
     response_max_tokens: int = 384
+    #: write the tests in a second call that continues the response (see ``responses``); False =
+    #: one call for response and tests, as the reference does
+    tests_call: bool = True
+    tests_max_tokens: int = 160
     # tests that test: fewer assertions, or tests that never use the code, reject the sample
     min_test_assertions: int = 2
     tests_must_call_code: bool = True

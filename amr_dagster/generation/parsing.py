@@ -238,6 +238,11 @@ def _syntax(source: str, what: str) -> tuple[ast.AST | None, str | None]:
         return None, f"syntax_error: {what} {err}"
 
 
+def code_problem(code: str) -> str | None:
+    """``syntax_error: code line N`` when ``code`` does not parse, else None."""
+    return _syntax(code, "code")[1]
+
+
 def _salvage_cut_tests(lines: list[str], max_dropped: int = 12) -> str:
     """Tests cut by ``max_tokens``, typically after the model looped on one assert: drop the
     cut tail until the rest parses, and collapse runs of identical lines. Empty if hopeless."""

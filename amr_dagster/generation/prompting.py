@@ -36,6 +36,10 @@ class StepTemplate:
     example: str
     query: str
     stop: tuple[str, ...]
+    #: I->R only, optional: the text that opens the tests (``### Tests`` and an open fence) and the
+    #: stop strings that end them, for writing the tests in a second call (``tests_call``)
+    tests_lead: str = ""
+    tests_stop: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -70,11 +74,18 @@ def load_templates(path: Path | str = TEMPLATES_PATH) -> Templates:
         extra = _placeholders(spec["query"]) - _placeholders(spec["example"])
         if extra:
             raise ValueError(f"{path}: field '{step}.query': placeholders {sorted(extra)} not in the example")
+        lead, tests_stop = spec.get("tests_lead", ""), spec.get("tests_stop", [])
+        if not isinstance(lead, str) or not isinstance(tests_stop, list) or not all(isinstance(s, str) and s for s in tests_stop):
+            raise ValueError(f"{path}: fields '{step}.tests_lead'/'{step}.tests_stop': expected a string and a list of strings")
+        if bool(lead) != bool(tests_stop):
+            raise ValueError(f"{path}: fields '{step}.tests_lead' and '{step}.tests_stop' go together")
         steps[step] = StepTemplate(
             header=spec["header"].strip(),
             example=spec["example"].strip(),
             query=spec["query"].rstrip() + "\n",
             stop=tuple(spec["stop"]),
+            tests_lead=lead,
+            tests_stop=tuple(tests_stop),
         )
     return Templates(version=data["version"], steps=steps)
 

@@ -3,7 +3,19 @@
 Per accepted instruction: one request with ``n_samples`` samples at ``response_temperature``,
 seeded by the instruction id (the engine derives one seed per sample index). Each sample
 becomes one row (``sample_index``, ``parent_id`` = the instruction id) parsed into explanation,
-code and tests; rejections: ``no_code_block``, ``no_tests``, ``unterminated: ...``,
+code and tests.
+
+**Tests in a second call** (``tests_call``, the embedded default): the first call stops where
+the tests would start (the templates' ``tests_lead``, ``### Tests``); a sample whose code block
+closed and parses is continued by a second call (prompt + response + ``tests_lead``) that stops
+at the tests' closing fence, and the row records the two joined (``raw_output``, summed token
+counts, the second call's finish reason). A small base model rarely stops on its own after its
+tests: it writes more headers, more tests or loops until ``max_tokens``; over half of the
+one-call samples of the default run did, so most of the engine's time went to text that was cut
+away. Two stops it cannot miss bound both parts, and no tests are written for code that cannot
+run. With ``tests_call=False`` one call writes both, as the reference does.
+
+Rejections: ``no_code_block``, ``no_tests``, ``unterminated: ...``,
 ``syntax_error: code line N``, ``syntax_error: tests line N``, ``incomplete_code: <marker>``,
 ``tests_never_call_code``, ``too_few_assertions: N < M``, ``copied_fewshot: <id>``,
 ``llm_error: ...``. Execution against the tests is the next stage's job.
@@ -11,7 +23,8 @@ code and tests; rejections: ``no_code_block``, ``no_tests``, ``unterminated: ...
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import replace
+from typing import Any, Sequence
 
 import polars as pl
 
@@ -20,8 +33,9 @@ from amr_dagster.generation.calls import Timer, generate_grouped, llm_failure, u
 from amr_dagster.generation.concepts import llm_fields
 from amr_dagster.generation.config import GenerationConfig
 from amr_dagster.generation.fewshot import FewShotLibrary, library_named
-from amr_dagster.generation.parsing import CopyDetector, parse_response
+from amr_dagster.generation.parsing import FINISH_LENGTH, CopyDetector, code_problem, parse_response
 from amr_dagster.generation.prompting import (
+    StepTemplate,
     Templates,
     choose_shots,
     prompt_version,
@@ -30,7 +44,7 @@ from amr_dagster.generation.prompting import (
     templates_named,
 )
 from amr_dagster.ids import row_id, seed_for
-from amr_dagster.llm.base import LLMEngine, LLMRequest, SamplingParams
+from amr_dagster.llm.base import FINISH_STOP, Completion, LLMEngine, LLMRequest, SamplingParams
 from amr_dagster.outcomes import accepted, summarize
 
 
@@ -49,11 +63,83 @@ def response_request(
         temperature=config.response_temperature,
         top_p=config.top_p,
         max_tokens=config.response_max_tokens,
-        stop=templates["responses"].stop,
+        stop=response_stop(templates["responses"], config),
         seed=seed_for(parent_id, config.global_seed, "responses") & 0x7FFFFFFF,
     )
     request = LLMRequest(prompt=response_prompt(templates, shots, instruction), params=params, tag=parent_id)
     return request, key, shots
+
+
+def response_stop(step: StepTemplate, config: GenerationConfig) -> tuple[str, ...]:
+    """The first call's stop strings: with ``tests_call`` it also stops at the tests header."""
+    if not config.tests_call:
+        return step.stop
+    if not step.tests_lead:
+        raise ValueError(
+            f"tests_call needs 'responses.tests_lead' and 'responses.tests_stop' in {config.templates_file}; "
+            "add them or set tests_call: false"
+        )
+    return (*step.stop, "\n" + step.tests_lead.strip("\n").split("\n", 1)[0])
+
+
+def wants_tests(completion: Completion) -> bool:
+    """A first-call sample worth a tests call: it stopped by itself, with a closed code block
+    that parses and no tests of its own."""
+    if not completion.ok or completion.finish_reason == FINISH_LENGTH:
+        return False
+    parsed = parse_response(completion.text, completion.finish_reason)
+    return parsed.reason == "no_tests" and bool(parsed.code) and code_problem(parsed.code) is None
+
+
+def tests_request(first: LLMRequest, completion: Completion, step: StepTemplate, config: GenerationConfig) -> LLMRequest:
+    """The second call of one sample: its prompt and response, then the tests lead."""
+    tag = f"{first.tag}/{completion.sample_index}"
+    params = SamplingParams(
+        n=1,
+        temperature=config.response_temperature,
+        top_p=config.top_p,
+        max_tokens=config.tests_max_tokens,
+        stop=step.tests_stop,
+        seed=seed_for(tag, config.global_seed, "tests") & 0x7FFFFFFF,
+    )
+    return LLMRequest(prompt=first.prompt + completion.text.rstrip("\n") + "\n" + step.tests_lead, params=params, tag=tag)
+
+
+def joined(first: Completion, tests: Completion, step: StepTemplate) -> Completion:
+    """One sample's two calls as one completion: the text a one-call sample would have written
+    (the closing fence put back when the tests call stopped at it), tokens summed, the tests
+    call's finish reason and error."""
+    body = tests.text.rstrip("\n") + "\n" + step.tests_stop[0] if tests.finish_reason == FINISH_STOP else tests.text
+    return replace(
+        first,
+        text=first.text.rstrip("\n") + "\n" + step.tests_lead + body,
+        finish_reason=tests.finish_reason,
+        prompt_tokens=first.prompt_tokens + tests.prompt_tokens,
+        completion_tokens=first.completion_tokens + tests.completion_tokens,
+        cached=first.cached and tests.cached,
+        error=tests.error,
+    )
+
+
+def add_tests(
+    engine: LLMEngine,
+    requests: Sequence[LLMRequest],
+    keys: Sequence[str],
+    answers: list[list[Completion]],
+    step: StepTemplate,
+    config: GenerationConfig,
+) -> list[Completion]:
+    """Run the tests calls of every sample that wants one; ``answers`` get the joined samples.
+    Returns the tests calls' own completions (for the usage figures)."""
+    wanted = [(i, j) for i, answer in enumerate(answers) for j, c in enumerate(answer) if wants_tests(c)]
+    if not wanted:
+        return []
+    second = [tests_request(requests[i], answers[i][j], step, config) for i, j in wanted]
+    chunk = config.chunk_size * config.n_samples  # as many samples per engine call as the first calls
+    results = generate_grouped(engine, second, [keys[i] for i, _ in wanted], chunk, label="tests")
+    for (i, j), result in zip(wanted, results):
+        answers[i][j] = joined(answers[i][j], result[0], step)
+    return [result[0] for result in results]
 
 
 def responses(
@@ -78,6 +164,8 @@ def responses(
             keys.append(key)
             shot_lists.append(shots)
         answers = generate_grouped(engine, requests, keys, config.chunk_size, label="responses")
+        first_calls = [c for a in answers for c in a]
+        tests_calls = add_tests(engine, requests, keys, answers, templates["responses"], config) if config.tests_call else []
     rows = []
     for parent, shots, answer in zip(parents, shot_lists, answers):
         for completion in answer:
@@ -93,6 +181,8 @@ def responses(
                     reject_incomplete=config.reject_incomplete_code,
                 )
                 explanation, code, tests, reason = parsed.explanation, parsed.code, parsed.tests, parsed.reason
+                if reason == "no_tests" and code and config.tests_call:  # no tests call: say why
+                    reason = code_problem(code) or reason
                 response = parsed.response if code else ""
             rows.append(
                 {
@@ -117,6 +207,6 @@ def responses(
     stats = {
         "rows_in": len(parents),
         **summarize(out),
-        "llm": usage_of([c for a in answers for c in a], timer.elapsed, engine.model_id),
+        "llm": usage_of(first_calls + tests_calls, timer.elapsed, engine.model_id),
     }
     return out, stats

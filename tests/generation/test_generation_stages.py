@@ -60,7 +60,7 @@ def recording(stage: str) -> dict:
 
 
 # Settings added after the recordings were made, at the value they had then.
-NOT_RECORDED = {"shot_difficulties": ()}
+NOT_RECORDED = {"shot_difficulties": (), "tests_call": False}
 
 
 def recorded_config(doc: dict) -> GenerationConfig:
@@ -297,14 +297,17 @@ def test_stages_run_on_the_real_model(gemma):
         out, stats = STAGES[stage](frame_in, engine, SMALL)
         assert out.height == frame_in.height * (SMALL.n_samples if stage == "responses" else 1)
         assert stats["accepted"] + stats["rejected"] == out.height
-        assert stats["llm"]["cache_misses"] == out.height and stats["llm"]["completion_tokens"] > 0
+        # responses: one more call per sample whose tests came from a tests call (tests_call)
+        lead = TEMPLATES["responses"].tests_lead
+        calls = out.height + (sum(lead in text for text in out["raw_output"]) if stage == "responses" else 0)
+        assert stats["llm"]["cache_misses"] == calls and stats["llm"]["completion_tokens"] > 0
         assert set(out["parent_id"]) == set(frame_in["id"])
         assert set(out["model_id"]) == {gemma.model_id}
         for reason in out["reject_reason"].drop_nulls():
             assert reason_prefix(reason) in REASON_FAMILIES[stage], reason
         # the same call again is served by the cache and yields the same rows
         again, stats = STAGES[stage](frame_in, engine, SMALL)
-        assert stats["llm"]["cache_hits"] == out.height
+        assert stats["llm"]["cache_hits"] == calls
         assert again.drop("cached").equals(out.drop("cached"))
 
 
