@@ -41,6 +41,8 @@ class GenerationConfig:
     chunk_size: int = 16
     #: draw few-shot examples only of these difficulties (empty = all): see ``choose_shots``
     shot_difficulties: tuple[str, ...] = SMALL_MODEL_DIFFICULTIES
+    #: C->I and I->R shots all of the row's category when the library has enough (else only the last)
+    same_category_shots: bool = False
     top_p: float = 0.95
     # S->C
     concepts_temperature: float = 0.0

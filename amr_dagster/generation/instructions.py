@@ -58,7 +58,7 @@ def instructions(
             key = f"{category}/{shot_key(parent['id'], config.shot_sets)}"
             shots = choose_shots(
                 library, key, config.instruction_shots, config.global_seed, "instructions",
-                prefer_category=category, difficulties=config.shot_difficulties,
+                prefer_category=category, difficulties=config.shot_difficulties, only_category=config.same_category_shots,
             )
             prompt = instruction_prompt(templates, shots, parent["concepts"], category, difficulty, config.language)
             params = SamplingParams(

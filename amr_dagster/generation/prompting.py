@@ -125,11 +125,14 @@ def choose_shots(
     salt: str,
     prefer_category: str | None = None,
     difficulties: Sequence[str] = (),
+    only_category: bool = False,
 ) -> list[FewShotExample]:
     """``k`` distinct examples drawn with a seed from ``key``.
 
     With ``prefer_category`` the last shot (the one nearest the query, which a small model
-    imitates most) is of that category when the library has one. ``difficulties`` (empty = all)
+    imitates most) is of that category when the library has one; with ``only_category`` too,
+    every shot is, when the library has ``k`` of them (a small model shown a class writes a
+    class, even for a function task). ``difficulties`` (empty = all)
     draws only examples of those difficulties, unless fewer than ``k`` of them exist: short easy
     examples are what a small model can imitate to the end.
     """
@@ -144,6 +147,8 @@ def choose_shots(
     same = [e for e in examples if e.category == prefer_category]
     if not same:
         return rng.sample(examples, k)
+    if only_category and len(same) >= k:
+        return rng.sample(same, k)
     last = rng.choice(same)
     rest = rng.sample([e for e in examples if e.id != last.id], k - 1)
     return rest + [last]

@@ -56,7 +56,7 @@ def response_request(
     key = f"{category}/{shot_key(parent_id, config.shot_sets)}"
     shots = choose_shots(
         library, key, config.response_shots, config.global_seed, "responses",
-        prefer_category=category, difficulties=config.shot_difficulties,
+        prefer_category=category, difficulties=config.shot_difficulties, only_category=config.same_category_shots,
     )
     params = SamplingParams(
         n=config.n_samples,

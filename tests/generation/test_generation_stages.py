@@ -158,6 +158,17 @@ def test_last_shot_matches_the_requested_category():
             assert shots[-1].category == category and len({s.id for s in shots}) == 3
 
 
+def test_only_category_draws_every_shot_of_it_when_there_are_enough():
+    easy_fn = [e.id for e in LIBRARY.examples if (e.category, e.difficulty) == ("function", "easy")]
+    assert len(easy_fn) == 3
+    for i in range(10):
+        shots = choose_shots(LIBRARY, f"k{i}", 3, 0, "responses", "function", ("easy",), only_category=True)
+        assert sorted(s.id for s in shots) == sorted(easy_fn)
+    # four shots of three: back to the last-shot rule
+    shots = choose_shots(LIBRARY, "k", 4, 0, "instructions", "function", ("easy",), only_category=True)
+    assert shots[-1].category == "function" and {s.category for s in shots} != {"function"}
+
+
 def test_shot_difficulties_restrict_the_draw_unless_too_few_examples():
     easy = sum(e.difficulty == "easy" for e in LIBRARY.examples)
     assert 3 <= easy < len(LIBRARY.examples)
