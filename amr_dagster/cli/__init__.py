@@ -18,7 +18,7 @@ from pathlib import Path
 
 # Sized so the default run (Gemma 3 270M on 2 CPU cores) finishes in about 20 minutes
 # (12 seeds took 8.5 min on a quiet 2-core machine; generation time grows linearly with seeds).
-DEFAULT_STDLIB_MAX_SEEDS = 24
+DEFAULT_STDLIB_MAX_SEEDS = 32
 
 
 def _default_home() -> Path:
@@ -361,8 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="register a seed batch and materialize it through Dagster")
     run.add_argument("--seeds", help="a seed file or folder (.py folder, .tar.gz/.zip, .jsonl/.parquet with `content`), local or s3://bucket/key; default: a standard-library batch")
     run.add_argument("--select", help="comma-separated assets to materialize (default: every stage)")
-    run.add_argument("--stdlib-files", type=int, default=int(os.environ.get("AMR_STDLIB_FILES", "120")), help="files in the default standard-library batch (0 = all)")
-    run.add_argument("--max-seeds", type=int, default=None, help="cap on deduplicated seeds entering generation (default: 24 for the standard-library batch, none for --seeds; 0 = no cap)")
+    run.add_argument("--stdlib-files", type=int, default=int(os.environ.get("AMR_STDLIB_FILES", "150")), help="files in the default standard-library batch (0 = all)")
+    run.add_argument("--max-seeds", type=int, default=None, help="cap on deduplicated seeds entering generation (default: 32 for the standard-library batch, none for --seeds; 0 = no cap)")
     run.add_argument("--profile", help="settings profile: embedded (default; small-model settings) or selfcodealign (the reference's settings); files under amr_dagster/prompts/profiles/")
     run.add_argument("--n-samples", type=int, default=None, help="responses sampled per instruction (default: the profile's, 8 for embedded)")
     run.add_argument("--data-dir", help="data root: a folder or s3://bucket/prefix (default $AMR_DATA_DIR or ./.amr/data)")

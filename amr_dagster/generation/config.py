@@ -15,8 +15,9 @@ SMALL_MODEL_DIFFICULTIES = ("easy",)
 @dataclass(frozen=True)
 class GenerationConfig:
     """Defaults fit the embedded Gemma 3 270M on a small CPU: easy function tasks only, easy
-    few-shot examples, 8 samples at T=0.4 (``bench.data_yield`` measured these against the
-    paper's category/difficulty mix; see the README). Raise shots/samples on a GPU, or use the
+    few-shot examples of the task's category, 8 samples at T=0.4 with the tests written in a
+    second call (``bench.data_yield`` measured these against the paper's category/difficulty
+    mix and against one call of up to 384 tokens; see the README). Raise shots/samples on a GPU, or use the
     ``selfcodealign`` profile.
 
     ``shot_sets``: 0 draws a fresh shot set per row; K > 0 hashes rows into K shared shot sets
@@ -42,7 +43,7 @@ class GenerationConfig:
     #: draw few-shot examples only of these difficulties (empty = all): see ``choose_shots``
     shot_difficulties: tuple[str, ...] = SMALL_MODEL_DIFFICULTIES
     #: C->I and I->R shots all of the row's category when the library has enough (else only the last)
-    same_category_shots: bool = False
+    same_category_shots: bool = True
     top_p: float = 0.95
     # S->C
     concepts_temperature: float = 0.0
@@ -59,11 +60,11 @@ class GenerationConfig:
     # I->R
     n_samples: int = 8
     response_temperature: float = 0.4
-    response_max_tokens: int = 384
+    response_max_tokens: int = 224
     #: write the tests in a second call that continues the response (see ``responses``); False =
     #: one call for response and tests, as the reference does
     tests_call: bool = True
-    tests_max_tokens: int = 160
+    tests_max_tokens: int = 128
     # tests that test: fewer assertions, or tests that never use the code, reject the sample
     min_test_assertions: int = 2
     tests_must_call_code: bool = True

@@ -13,6 +13,9 @@ parse time with its own reason, before it costs a sandbox run:
   ``np.testing.assert_allclose``) and ``pytest.raises`` blocks. An assertion in a loop counts
   once, and so do identical assertions written several times (a small model often repeats
   ``assert f("hello") == "hello"``): the rule asks for two distinct checks, not two executions.
+  An assertion that cannot fail is no check at all and is not counted: a constant
+  (``assert True``) or a comparison of an expression with itself (``assert f("cat") ==
+  f("cat")``, which the embedded model writes when it cannot compute the expected value).
 """
 
 from __future__ import annotations
@@ -41,13 +44,26 @@ def used_names(tree: ast.AST) -> set[str]:
     return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
 
 
+_REFLEXIVE = (ast.Eq, ast.LtE, ast.GtE, ast.Is)
+
+
+def cannot_fail(test: ast.expr) -> bool:
+    """A constant, or ``x == x`` (also ``<=``, ``>=``, ``is``) with the same expression both sides."""
+    if isinstance(test, ast.Constant):
+        return True
+    if isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], _REFLEXIVE):
+        return ast.dump(test.left) == ast.dump(test.comparators[0])
+    return False
+
+
 def count_assertions(tree: ast.AST) -> int:
     """Distinct ``assert`` statements, ``assert*`` method calls and ``pytest.raises`` context
-    managers (two assertions with the same source text count once)."""
+    managers (two assertions with the same source text count once; one that cannot fail, none)."""
     seen: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Assert):
-            seen.add(ast.dump(node))
+            if not cannot_fail(node.test):
+                seen.add(ast.dump(node))
         elif isinstance(node, ast.Call):
             func = node.func
             name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""

@@ -60,7 +60,7 @@ def recording(stage: str) -> dict:
 
 
 # Settings added after the recordings were made, at the value they had then.
-NOT_RECORDED = {"shot_difficulties": (), "tests_call": False}
+NOT_RECORDED = {"shot_difficulties": (), "tests_call": False, "same_category_shots": False}
 
 
 def recorded_config(doc: dict) -> GenerationConfig:

@@ -44,8 +44,9 @@ def test_selfcodealign_holds_the_reference_settings():
     assert SCALIGN.build("filters").judge_mode == "paper"
     export = SCALIGN.build("export")
     assert export.dedup_function_names and export.dedup_on_code_representation
-    # I->R stops after the tests: the next example header ends the completion.
+    # I->R stops after the tests: the next example header ends the completion, one call.
     assert "\n## Example" in templates_named(g.templates_file)["responses"].stop
+    assert not g.tests_call and not g.same_category_shots
 
 
 def test_explicit_non_default_values_win_over_the_profile():

@@ -148,3 +148,19 @@ def test_identical_assertions_count_once():
     assert parse_response(_as_completion(code, repeated), "stop").reason == "too_few_assertions: 1 < 2"
     distinct = repeated.replace('("hello") == "hello"\n', '("ab") == "ab"\n', 1)
     assert parse_response(_as_completion(code, distinct), "stop").reason is None
+
+
+def test_assertions_that_cannot_fail_do_not_count():
+    # Recorded from Gemma 3 270M through vLLM (bench.data_yield, 2026-11-27): it "tested" a
+    # wrong is_palindrome by comparing each call with itself, and passed.
+    code = "def is_palindrome(string):\n    if not string:\n        return False\n    return True"
+    selfsame = (
+        "def test_is_palindrome():\n"
+        '    assert is_palindrome("cat") == is_palindrome("cat")\n'
+        '    assert is_palindrome("dog") == is_palindrome("dog")\n'
+        "    assert True"
+    )
+    assert parse_response(_as_completion(code, selfsame), "stop").reason == "too_few_assertions: 0 < 2"
+    real = selfsame.replace('== is_palindrome("dog")', "is False").replace('== is_palindrome("cat")', "is False")
+    assert parse_response(_as_completion(code, real), "stop").reason is None
+    assert count_assertions(ast.parse("assert f(1) <= f(1)\nassert f(1) < f(1)\nassert 2 == 2")) == 1
