@@ -17,8 +17,8 @@ class GenerationConfig:
     """Defaults fit the embedded Gemma 3 270M on a small CPU: easy function tasks only, easy
     few-shot examples of the task's category, 8 samples at T=0.4 with the tests written in a
     second call (``bench.data_yield`` measured these against the paper's category/difficulty
-    mix and against one call of up to 384 tokens; see the README). Raise shots/samples on a GPU, or use the
-    ``selfcodealign`` profile.
+    mix and against one call of up to 384 tokens; see the README). Raise shots/samples on a
+    GPU, or use the ``selfcodealign`` profile.
 
     ``shot_sets``: 0 draws a fresh shot set per row; K > 0 hashes rows into K shared shot sets
     so the few-shot prefix is evaluated once per set (see ``prompting``). ``chunk_size`` is how
