@@ -16,8 +16,9 @@ import time
 from pathlib import Path
 
 
-# Sized so the default run (Gemma 3 270M on 2 CPU cores) finishes in about 20 minutes
-# (12 seeds took 8.5 min on a quiet 2-core machine; generation time grows linearly with seeds).
+# Sized so the default run (Gemma 3 270M on 2 CPU cores) finishes within 20 minutes: 32 seeds of
+# the 150-file batch took 1044 s on vLLM on a quiet 2-core machine, engine start included (README,
+# "What to expect"); generation time grows about linearly with seeds.
 DEFAULT_STDLIB_MAX_SEEDS = 32
 
 
