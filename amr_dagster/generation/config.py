@@ -64,7 +64,7 @@ class GenerationConfig:
     #: write the tests in a second call that continues the response (see ``responses``); False =
     #: one call for response and tests, as the reference does
     tests_call: bool = True
-    tests_max_tokens: int = 128
+    tests_max_tokens: int = 80
     # tests that test: fewer assertions, or tests that never use the code, reject the sample
     min_test_assertions: int = 2
     tests_must_call_code: bool = True
