@@ -36,3 +36,8 @@ def row_id(parent_id: str | None, content: str | bytes, sample_index: int | None
 def seed_for(row: str, global_seed: int, salt: str = "") -> int:
     """A 63-bit sampling seed for one row: per-row determinism independent of row order."""
     return int(stable_id(row, global_seed, salt, length=16), 16) & ((1 << 63) - 1)
+
+
+def request_seed(row: str, global_seed: int, salt: str = "") -> int:
+    """``seed_for`` cut to 31 bits: the base seed of a generation stage's LLM request."""
+    return seed_for(row, global_seed, salt) & 0x7FFFFFFF

@@ -25,7 +25,7 @@ import polars as pl
 
 from amr_dagster import progress
 from amr_dagster.generation.calls import generate_in_chunks, usage_of
-from amr_dagster.ids import seed_for
+from amr_dagster.ids import request_seed
 from amr_dagster.llm.base import LLMEngine, LLMRequest, SamplingParams
 from amr_dagster.sandbox.base import Limits, Sandbox
 from amr_dagster.sandbox.harness import build_job, run_with_retries
@@ -106,7 +106,7 @@ def _requests(problems: Sequence[dict[str, Any]], config: HumanEvalConfig, sampl
             top_p=config.top_p if sampled else 1.0,
             max_tokens=config.max_tokens,
             stop=STOPS,
-            seed=seed_for(p["task_id"], config.global_seed, "humaneval") & 0x7FFFFFFF,
+            seed=request_seed(p["task_id"], config.global_seed, "humaneval"),
         )
         out.append(LLMRequest(prompt=p["prompt"], params=params, tag=p["task_id"]))
     return out

@@ -25,7 +25,7 @@ from amr_dagster.generation.prompting import (
     shot_key,
     templates_named,
 )
-from amr_dagster.ids import row_id, seed_for
+from amr_dagster.ids import request_seed, row_id
 from amr_dagster.llm.base import LLMEngine, LLMRequest, ModelIdentity, SamplingParams
 from amr_dagster.outcomes import accepted, summarize
 
@@ -89,7 +89,7 @@ def seed_concepts(
                 top_p=config.top_p,
                 max_tokens=config.concepts_max_tokens,
                 stop=step.stop,
-                seed=seed_for(seed["id"], config.global_seed, "concepts") & 0x7FFFFFFF,
+                seed=request_seed(seed["id"], config.global_seed, "concepts"),
             )
             requests.append(LLMRequest(prompt=prompt, params=params, tag=seed["id"]))
             keys.append(key)

@@ -29,7 +29,7 @@ from amr_dagster.generation.prompting import (
     shot_key,
     templates_named,
 )
-from amr_dagster.ids import row_id, seed_for
+from amr_dagster.ids import request_seed, row_id
 from amr_dagster.llm.base import LLMEngine, LLMRequest, SamplingParams
 from amr_dagster.outcomes import accepted, summarize
 
@@ -67,7 +67,7 @@ def instructions(
                 top_p=config.top_p,
                 max_tokens=config.instruction_max_tokens,
                 stop=step.stop,
-                seed=seed_for(parent["id"], config.global_seed, "instructions") & 0x7FFFFFFF,
+                seed=request_seed(parent["id"], config.global_seed, "instructions"),
             )
             requests.append(LLMRequest(prompt=prompt, params=params, tag=parent["id"]))
             keys.append(key)

@@ -43,7 +43,7 @@ from amr_dagster.generation.prompting import (
     shot_key,
     templates_named,
 )
-from amr_dagster.ids import row_id, seed_for
+from amr_dagster.ids import request_seed, row_id
 from amr_dagster.llm.base import FINISH_STOP, Completion, LLMEngine, LLMRequest, SamplingParams
 from amr_dagster.outcomes import accepted, summarize
 
@@ -64,7 +64,7 @@ def response_request(
         top_p=config.top_p,
         max_tokens=config.response_max_tokens,
         stop=response_stop(templates["responses"], config),
-        seed=seed_for(parent_id, config.global_seed, "responses") & 0x7FFFFFFF,
+        seed=request_seed(parent_id, config.global_seed, "responses"),
     )
     request = LLMRequest(prompt=response_prompt(templates, shots, instruction), params=params, tag=parent_id)
     return request, key, shots
@@ -100,7 +100,7 @@ def tests_request(first: LLMRequest, completion: Completion, step: StepTemplate,
         top_p=config.top_p,
         max_tokens=config.tests_max_tokens,
         stop=step.tests_stop,
-        seed=seed_for(tag, config.global_seed, "tests") & 0x7FFFFFFF,
+        seed=request_seed(tag, config.global_seed, "tests"),
     )
     return LLMRequest(prompt=first.prompt + completion.text.rstrip("\n") + "\n" + step.tests_lead, params=params, tag=tag)
 
