@@ -133,8 +133,12 @@ VERDICT_COLUMNS: dict[str, pl.DataType] = {
     "sandbox_backend": pl.String(),
 }
 
-#: ``executed_responses``: the parsed samples with their sandbox verdicts.
-EXECUTED_SCHEMA: dict[str, pl.DataType] = {**RESPONSE_SCHEMA, **VERDICT_COLUMNS}
+#: Where a row's code and tests came from: null on a sample's own row; on a row of one sample's
+#: code with its siblings' pooled tests (``generation.sibling_tests``), the samples' ids.
+ORIGIN_COLUMNS: dict[str, pl.DataType] = {"code_from": pl.String(), "tests_from": pl.List(pl.String())}
+
+#: ``executed_responses``: the parsed samples with their sandbox verdicts, and the sibling-tests rows.
+EXECUTED_SCHEMA: dict[str, pl.DataType] = {**RESPONSE_SCHEMA, **VERDICT_COLUMNS, **ORIGIN_COLUMNS}
 
 #: A response to an instruction, as evolution writes it and verification keeps it (``parent_id``:
 #: the response it came from).

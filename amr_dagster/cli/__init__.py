@@ -287,10 +287,19 @@ def _print_pass_rate(store, key: str, selected: list[str]) -> None:
 
     if "executed_responses" in selected and store.exists("executed_responses", key):
         executed = store.read("executed_responses", key)
-        judged = executed.filter(pl.col("sandbox_status") != Status.INFRA_ERROR.value)
+        if "tests_from" not in executed.columns:  # written before sibling tests
+            executed = executed.with_columns(pl.lit(None, dtype=pl.List(pl.String())).alias("tests_from"))
+        pooled = executed.filter(pl.col("tests_from").is_not_null())
+        own = executed.filter(pl.col("tests_from").is_null())
+        judged = own.filter(pl.col("sandbox_status") != Status.INFRA_ERROR.value)
         passed = judged.filter(pl.col("sandbox_status") == Status.PASSED.value).height
         rate = passed / judged.height if judged.height else 0.0
         print(f"\nsandbox pass rate of direct samples: {passed}/{judged.height} = {rate:.1%}")
+        if pooled.height:
+            print(
+                f"instructions without a passing sample whose code passed its siblings' tests: {pooled.height} "
+                "(one row each in executed_responses, tests_from names the samples)"
+            )
 
 
 def _print_dataset(result) -> None:

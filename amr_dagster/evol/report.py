@@ -9,7 +9,8 @@ every rate's denominator and counted on their own):
 - ``pass_rate_per_parsed_sample`` (= ``direct_sample_pass_rate``, its old name): passing direct
   samples / executed (parsed) direct samples. How often code that reached the sandbox passes.
   ``sample_pass_rates`` computes both, for ``executed_responses`` and for this report.
-- ``direct_pass_rate``: instructions with at least one passing direct sample / instructions.
+- ``direct_pass_rate``: instructions with at least one passing direct sample (or sibling-tests
+  row, ``instructions_passing_by_sibling_tests`` of them) / instructions.
 - ``evolved_pass_rate``: passing evolved responses / evolved responses (an evolved response that
   could not be parsed counts as not passing: it is an answer that failed).
 - transitions, per evolved response against the direct response it started from
@@ -73,11 +74,15 @@ def evol_report(
     ``samples``: how many direct responses were sampled in all (the ``responses`` rows); without
     it the per-sample rate counts only the executed ones.
     """
-    direct_rows = direct_executed.to_dicts()
+    all_rows = direct_executed.to_dicts()
+    # A sibling-tests row (one sample's code, another's tests) is not a sample: the per-sample
+    # rates count the samples' own verdicts; it does count for its instruction.
+    direct_rows = [r for r in all_rows if not r.get("tests_from")]
     executed = [r for r in direct_rows if r.get(VERDICT) and r.get(VERDICT) != INFRA_ERROR]
-    instructions = {r[PARENT] for r in direct_rows}
-    passing_instructions = {r[PARENT] for r in direct_rows if r.get(VERDICT) == PASSED}
-    verdict_of = {r[ID]: r.get(VERDICT) for r in direct_rows}
+    instructions = {r[PARENT] for r in all_rows}
+    passing_instructions = {r[PARENT] for r in all_rows if r.get(VERDICT) == PASSED}
+    own_passing = {r[PARENT] for r in direct_rows if r.get(VERDICT) == PASSED}
+    verdict_of = {r[ID]: r.get(VERDICT) for r in all_rows}
 
     verdicts = [r.get(VERDICT) for r in direct_rows if r.get(VERDICT)]
     rates = sample_pass_rates(samples if samples is not None else len(verdicts), verdicts)
@@ -86,6 +91,7 @@ def evol_report(
         **rates,
         "direct_sample_pass_rate": rates["pass_rate_per_parsed_sample"],
         "direct_pass_rate": _rate(len(passing_instructions), len(instructions)),
+        "instructions_passing_by_sibling_tests": len(passing_instructions - own_passing),
     }
 
     ran = {r[ID]: r.get(VERDICT) for r in evolved_executed.to_dicts()} if evolved_executed is not None else {}
@@ -140,6 +146,7 @@ _CARD_ROWS = [
     ("Pass rate per sample", "pass_rate_per_sample"),
     ("Pass rate per parsed sample", "pass_rate_per_parsed_sample"),
     ("Direct pass rate (any sample passes)", "direct_pass_rate"),
+    ("Instructions passing only by sibling tests", "instructions_passing_by_sibling_tests"),
     ("Evolved responses", "evolved_responses"),
     ("Evolved responses parsed", "evolved_parsed"),
     ("Evolved pass rate", "evolved_pass_rate"),
@@ -177,7 +184,7 @@ def combine_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
         "direct_samples_passed", "evolved_responses",
         "evolved_parsed", "evolved_passed", "evolved_infra_error", "fail_to_pass", "pass_to_fail", "pass_to_pass",
         "fail_to_fail", "retrieval_responses_with_modules", "verified_pairs", "verified_evolved",
-        "verified_direct",
+        "verified_direct", "instructions_passing_by_sibling_tests",
     ]
     out: dict[str, Any] = {k: sum(int(r.get(k) or 0) for r in reports) for k in counts}
     out["direct_pass_rate"] = _rate(

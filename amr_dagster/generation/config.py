@@ -68,6 +68,9 @@ class GenerationConfig:
     # tests that test: fewer assertions, or tests that never use the code, reject the sample
     min_test_assertions: int = 2
     tests_must_call_code: bool = True
+    #: an instruction none of whose samples passed its own tests gets one row of a sample's code
+    #: with the sibling samples' tests it passes, pooled (``sibling_tests``); False = own tests only
+    sibling_tests: bool = True
     reject_incomplete_code: bool = True  # sanitizing: "TODO", "your code here", ...
     # prompts: a templates file under prompts/ and a folder of few-shot examples under prompts/
     templates_file: str = "selfcodealign.yaml"

@@ -14,10 +14,11 @@ from amr_dagster.generation.config import GenerationConfig
 from amr_dagster.generation.execution import execute_responses
 from amr_dagster.generation.instructions import instructions
 from amr_dagster.generation.responses import responses
+from amr_dagster.generation.sibling_tests import rescue_with_sibling_tests
 from amr_dagster.llm.base import LLMEngine
 from amr_dagster.outcomes import accepted, cap_accepted
 from amr_dagster.sandbox.base import Limits, Sandbox
-from amr_dagster.schemas import CONCEPT_SCHEMA
+from amr_dagster.schemas import CONCEPT_SCHEMA, ORIGIN_COLUMNS
 
 
 def over_limit_rows(seeds: pl.DataFrame) -> pl.DataFrame:
@@ -52,8 +53,19 @@ def sample_responses(*, instructions: pl.DataFrame, generator: LLMEngine, genera
     )
 
 
-def run_in_sandbox(*, responses: pl.DataFrame, sandbox: Sandbox, limits: Limits) -> StageResult:
-    """Every parsed sample against its own tests."""
+def run_in_sandbox(*, responses: pl.DataFrame, sandbox: Sandbox, limits: Limits, generation: GenerationConfig) -> StageResult:
+    """Every parsed sample against its own tests; then, with ``sibling_tests``, one row of a
+    sample's code with its siblings' pooled tests for each instruction none of whose samples passed."""
     frame, stats = execute_responses(responses, sandbox, limits)
+    frame = frame.with_columns([pl.lit(None, dtype=t).alias(c) for c, t in ORIGIN_COLUMNS.items()])
+    rescued = 0
+    if generation.sibling_tests:
+        extra, sibling = rescue_with_sibling_tests(
+            responses, frame, sandbox, limits, generation.min_test_assertions, generation.tests_must_call_code
+        )
+        frame = pl.concat([frame, extra], how="vertical_relaxed")
+        stats = {**stats, "sibling_tests": sibling}
+        rescued = sibling["instructions_rescued"]
     rates = ("pass_rate", "pass_rate_per_sample", "pass_rate_per_parsed_sample")
-    return StageResult(frame, accepted_ids(responses), "id", stats, metrics={k: stats.get(k, 0.0) for k in rates})
+    metrics = {**{k: stats.get(k, 0.0) for k in rates}, "rescued_by_sibling_tests": rescued}
+    return StageResult(frame, accepted_ids(responses), "id", stats, metrics=metrics)

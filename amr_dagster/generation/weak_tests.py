@@ -15,7 +15,8 @@ parse time with its own reason, before it costs a sandbox run:
   ``assert f("hello") == "hello"``): the rule asks for two distinct checks, not two executions.
   An assertion that cannot fail is no check at all and is not counted: a constant
   (``assert True``) or a comparison of an expression with itself (``assert f("cat") ==
-  f("cat")``, which the embedded model writes when it cannot compute the expected value).
+  f("cat")``, which the embedded model writes when it cannot compute the expected value), and
+  neither is one inside a test function that a later ``def`` of the same name replaces.
 """
 
 from __future__ import annotations
@@ -56,11 +57,35 @@ def cannot_fail(test: ast.expr) -> bool:
     return False
 
 
+def shadowed(tree: ast.AST) -> set[int]:
+    """``id()`` of each module-level def or class that a later one of the same name replaces:
+    it never runs (the model sometimes writes ``def test_x`` twice)."""
+    last: dict[str, ast.AST] = {}
+    body = getattr(tree, "body", [])
+    for node in body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            last[node.name] = node
+    return {id(n) for n in body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and last[n.name] is not n}
+
+
+def _live_nodes(tree: ast.AST):
+    """``ast.walk`` without the shadowed module-level definitions."""
+    dead = shadowed(tree)
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        if id(node) in dead:
+            continue
+        yield node
+        todo.extend(ast.iter_child_nodes(node))
+
+
 def count_assertions(tree: ast.AST) -> int:
     """Distinct ``assert`` statements, ``assert*`` method calls and ``pytest.raises`` context
-    managers (two assertions with the same source text count once; one that cannot fail, none)."""
+    managers (two assertions with the same source text count once; one that cannot fail, or one
+    in a definition a later one of the same name replaces, none)."""
     seen: set[str] = set()
-    for node in ast.walk(tree):
+    for node in _live_nodes(tree):
         if isinstance(node, ast.Assert):
             if not cannot_fail(node.test):
                 seen.add(ast.dump(node))

@@ -92,6 +92,21 @@ def test_assertion_counting_sees_unittest_and_pytest_styles():
     assert weak_tests_reason(ast.parse("def f(x):\n    return x + 1"), tests) is None
 
 
+def test_a_replaced_test_function_counts_for_nothing():
+    """Recorded (the embedded model, print_number): the first ``test_empty_input`` contradicts
+    itself, but a second ``def`` of the name replaces it, so it never runs."""
+    tests = ast.parse(
+        "def test_empty_input():\n"
+        '    assert print_number("123") == None\n'
+        '    assert print_number("123") == "123"\n'
+        "def test_empty_input():\n"
+        '    assert print_number("123") == "123"\n'
+    )
+    assert count_assertions(tests) == 1
+    code = ast.parse("def print_number(number):\n    return str(int(number))")
+    assert weak_tests_reason(code, tests) == "too_few_assertions: 1 < 2"
+
+
 def test_methods_are_reached_through_their_class():
     code = ast.parse(LIBRARY.by_id("class-easy-running-mean").code)
     tests = ast.parse(LIBRARY.by_id("class-easy-running-mean").test_code)

@@ -310,8 +310,23 @@ def wait_for_run(page, site: Site, run_id: str, timeout_s: float) -> None:
         assert time.monotonic() < deadline, f"run {run_id} still {status} after {timeout_s:.0f} s\n{site.log_tail()}"
         time.sleep(10)
         open_page(page, site, path)  # the page follows the run live; a reload guards against a stale socket
-    # The event log follows the run to its end: its last lifecycle event is there too.
-    page.get_by_text("RUN_SUCCESS", exact=True).first.wait_for()
+    # The event log holds the run's last lifecycle event too. The log is a virtualized list that
+    # renders only the rows in view, and a reloaded page of a long run opens at its top: scroll
+    # every scrollable box to its end until the event is drawn.
+    last_event = page.get_by_text("RUN_SUCCESS", exact=True).first
+    deadline = time.monotonic() + 60
+    while not last_event.is_visible():
+        assert time.monotonic() < deadline, f"run {run_id}: Success, but RUN_SUCCESS not shown in its event log"
+        page.evaluate(SCROLL_TO_END)
+        time.sleep(1)
+
+
+# Scroll each box that overflows to its bottom (the run page's event log among them).
+SCROLL_TO_END = """() => {
+  for (const e of document.querySelectorAll("*")) {
+    if (e.scrollHeight > e.clientHeight + 1) e.scrollTop = e.scrollHeight;
+  }
+}"""
 
 
 # The runs list is built of divs: from each run's link, climb to the largest ancestor that holds
