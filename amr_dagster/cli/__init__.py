@@ -19,7 +19,7 @@ from pathlib import Path
 # Sized so the default run (Gemma 3 270M on 2 CPU cores) finishes within 20 minutes: 32 seeds of
 # the 150-file batch took 1044 s on vLLM on a quiet 2-core machine, engine start included (README,
 # "What to expect"); generation time grows about linearly with seeds.
-DEFAULT_STDLIB_MAX_SEEDS = 32
+DEFAULT_STDLIB_MAX_SEEDS = 40
 
 
 def _default_home() -> Path:
