@@ -8,7 +8,7 @@ backend) is in the cache, so a rerun after a crash repeats none of it.
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from amr_dagster import progress
 from amr_dagster.generation.prompting import order_for_prefix_reuse
@@ -75,6 +75,26 @@ def llm_failure(completion: Completion) -> str | None:
     if completion.ok:
         return None
     return f"llm_error: {completion.error or completion.finish_reason}"
+
+
+def first_accepted(completions: Sequence[Completion], parse: Callable[[Completion], Any]) -> tuple[Completion, Any, str | None, int]:
+    """The first of a row's attempts that ``parse`` accepts (its result's ``reason`` is None),
+    else the first attempt: ``(completion, parse result or None, reason, attempt index)``.
+
+    A stage that samples several attempts per row (``concept_attempts``, ``instruction_attempts``)
+    keeps one row either way; a row rejected after every attempt carries the first one's reason.
+    """
+    first = None
+    for index, completion in enumerate(completions):
+        failure = llm_failure(completion)
+        parsed = parse(completion) if failure is None else None
+        reason = failure if failure is not None else parsed.reason
+        if reason is None:
+            return completion, parsed, None, index
+        if first is None:
+            first = (completion, parsed, reason, index)
+    assert first is not None, "a request returns at least one completion"
+    return first
 
 
 class Timer:

@@ -1,8 +1,9 @@
 """S->C (``seed_concepts``): the programming concepts each seed function uses.
 
-One completion per accepted seed; the prompt shows few-shot function -> concept-line examples
-and leaves the seed's concept line open. Every seed yields one row: accepted with a list of
-concepts, or rejected (``unparsed: no concepts``, ``unterminated: hit max_tokens``,
+``concept_attempts`` completions per accepted seed (1 by default; the first that parses is
+kept); the prompt shows few-shot function -> concept-line examples and leaves the seed's concept
+line open. Every seed yields one row: accepted with a list of concepts, or rejected (the first
+attempt's reason: ``unparsed: no concepts``, ``unterminated: hit max_tokens``,
 ``llm_error: ...``). Columns: see ``CONCEPT_SCHEMA``.
 """
 
@@ -13,7 +14,7 @@ from typing import Any
 import polars as pl
 
 from amr_dagster.schemas import CONCEPT_SCHEMA
-from amr_dagster.generation.calls import Timer, generate_grouped, llm_failure, usage_of
+from amr_dagster.generation.calls import Timer, first_accepted, generate_grouped, usage_of
 from amr_dagster.generation.config import GenerationConfig
 from amr_dagster.generation.fewshot import FewShotLibrary, library_named
 from amr_dagster.generation.parsing import parse_concepts
@@ -84,7 +85,7 @@ def seed_concepts(
             shots = choose_shots(library, key, config.concept_shots, config.global_seed, "concepts")
             prompt = concepts_prompt(templates, shots, truncate_seed(seed["code"] or "", config.max_seed_chars))
             params = SamplingParams(
-                n=1,
+                n=config.concept_attempts,
                 temperature=config.concepts_temperature,
                 top_p=config.top_p,
                 max_tokens=config.concepts_max_tokens,
@@ -96,13 +97,13 @@ def seed_concepts(
             shot_lists.append(shots)
         answers = generate_grouped(engine, requests, keys, config.chunk_size, label="seed_concepts")
     rows = []
+    retried = 0
     for seed, shots, answer in zip(seeds, shot_lists, answers):
-        completion = answer[0]
-        reason = llm_failure(completion)
-        concepts: tuple[str, ...] = ()
-        if reason is None:
-            parsed = parse_concepts(completion.text, completion.finish_reason, seed.get("name"), config.max_concepts)
-            concepts, reason = parsed.concepts, parsed.reason
+        completion, parsed, reason, attempt = first_accepted(
+            answer, lambda c: parse_concepts(c.text, c.finish_reason, seed.get("name"), config.max_concepts)
+        )
+        concepts: tuple[str, ...] = parsed.concepts if parsed is not None else ()
+        retried += reason is None and attempt > 0
         rows.append(
             {
                 "id": row_id(seed["id"], completion.text),
@@ -115,6 +116,9 @@ def seed_concepts(
             }
         )
     out = pl.DataFrame(rows, schema=CONCEPT_SCHEMA)
-    completions = [a[0] for a in answers]
-    stats = {"rows_in": len(seeds), **summarize(out), "llm": usage_of(completions, timer.elapsed, engine.model_id)}
+    completions = [c for a in answers for c in a]
+    stats = {
+        "rows_in": len(seeds), **summarize(out), "accepted_on_a_later_attempt": retried,
+        "llm": usage_of(completions, timer.elapsed, engine.model_id),
+    }
     return out, stats

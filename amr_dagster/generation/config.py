@@ -50,6 +50,9 @@ class GenerationConfig:
     concepts_max_tokens: int = 48
     max_seed_chars: int = 1600
     max_concepts: int = 8
+    #: completions sampled per seed (sampled at concepts_temperature > 0 only, else they are
+    #: the same); the first that parses is kept
+    concept_attempts: int = 1
     # C->I
     instruction_temperature: float = 0.7
     instruction_max_tokens: int = 160
@@ -57,6 +60,7 @@ class GenerationConfig:
     max_instruction_chars: int = 1500
     instruction_paragraphs: bool = False  # keep multi-paragraph tasks (else cut at the first blank line)
     max_instruction_words: int = 200  # sanitizing: longer tasks are rejected (0 = off)
+    instruction_attempts: int = 1  # completions per concepts row; the first that parses is kept
     # I->R
     n_samples: int = 8
     response_temperature: float = 0.4
@@ -79,6 +83,11 @@ class GenerationConfig:
     def __post_init__(self) -> None:
         if self.n_samples < 1:
             raise ValueError(f"n_samples must be >= 1, got {self.n_samples}")
+        for name in ("concept_attempts", "instruction_attempts"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.concept_attempts > 1 and self.concepts_temperature == 0:
+            raise ValueError("concept_attempts > 1 needs concepts_temperature > 0 (greedy attempts are all the same)")
         if self.chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
         if not self.categories or not self.difficulties:

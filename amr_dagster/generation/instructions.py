@@ -1,9 +1,10 @@
 """C->I (``instructions``): a new coding task from each seed's concepts.
 
 Per accepted concepts row: a category drawn from function/function/class/program and a
-difficulty from easy/medium/hard (both seeded by the row id), then one completion whose prompt
-shows few-shot properties -> instruction examples, the last shot of the same category. Every
-input row yields one output row; rejections: ``empty``, ``too_short: N chars``,
+difficulty from easy/medium/hard (both seeded by the row id), then ``instruction_attempts``
+completions (1 by default) of a prompt that shows few-shot properties -> instruction examples;
+the first that parses is kept. Every input row yields one output row; rejections (of the first
+attempt when none parses): ``empty``, ``too_short: N chars``,
 ``too_long: N chars``, ``unterminated: hit max_tokens``, ``repetitive``,
 ``copied_fewshot: <example id>``, ``llm_error: ...``.
 """
@@ -15,7 +16,7 @@ from typing import Any
 import polars as pl
 
 from amr_dagster.schemas import INSTRUCTION_SCHEMA
-from amr_dagster.generation.calls import Timer, generate_grouped, llm_failure, usage_of
+from amr_dagster.generation.calls import Timer, first_accepted, generate_grouped, usage_of
 from amr_dagster.generation.concepts import llm_fields
 from amr_dagster.generation.config import GenerationConfig
 from amr_dagster.generation.fewshot import FewShotLibrary, library_named
@@ -62,7 +63,7 @@ def instructions(
             )
             prompt = instruction_prompt(templates, shots, parent["concepts"], category, difficulty, config.language)
             params = SamplingParams(
-                n=1,
+                n=config.instruction_attempts,
                 temperature=config.instruction_temperature,
                 top_p=config.top_p,
                 max_tokens=config.instruction_max_tokens,
@@ -73,22 +74,22 @@ def instructions(
             keys.append(key)
             drawn.append((category, difficulty, shots))
         answers = generate_grouped(engine, requests, keys, config.chunk_size, label="instructions")
-    rows = []
+    def parse(completion):
+        return parse_instruction(
+            completion.text,
+            completion.finish_reason,
+            min_chars=config.min_instruction_chars,
+            max_chars=config.max_instruction_chars,
+            copies=copies,
+            paragraphs=config.instruction_paragraphs,
+            max_words=config.max_instruction_words,
+        )
+
+    rows, retried = [], 0
     for parent, (category, difficulty, shots), answer in zip(parents, drawn, answers):
-        completion = answer[0]
-        reason = llm_failure(completion)
-        text = ""
-        if reason is None:
-            parsed = parse_instruction(
-                completion.text,
-                completion.finish_reason,
-                min_chars=config.min_instruction_chars,
-                max_chars=config.max_instruction_chars,
-                copies=copies,
-                paragraphs=config.instruction_paragraphs,
-                max_words=config.max_instruction_words,
-            )
-            text, reason = parsed.instruction, parsed.reason
+        completion, parsed, reason, attempt = first_accepted(answer, parse)
+        text = parsed.instruction if parsed is not None else ""
+        retried += reason is None and attempt > 0
         rows.append(
             {
                 "id": row_id(parent["id"], completion.text),
@@ -107,6 +108,7 @@ def instructions(
     stats = {
         "rows_in": len(parents),
         **summarize(out),
-        "llm": usage_of([a[0] for a in answers], timer.elapsed, engine.model_id),
+        "accepted_on_a_later_attempt": retried,
+        "llm": usage_of([c for a in answers for c in a], timer.elapsed, engine.model_id),
     }
     return out, stats
