@@ -16,11 +16,13 @@ import time
 from pathlib import Path
 
 
-# Sized so the default run (Gemma 3 270M on 2 CPU cores) finishes within 20 minutes: 40 seeds of
-# the 150-file batch took 1007 s on vLLM on a quiet 2-core machine, cold caches and engine start
-# included (README, "What to expect"), about 27 s per instruction; the batch has 46 seeds after
-# dedup, so 48 takes them all.
-DEFAULT_STDLIB_MAX_SEEDS = 48
+# Sized so the default run (Gemma 3 270M on 2 CPU cores) finishes within 20 minutes: with 8
+# samples per instruction, 40 and 46 seeds of a 150-file batch took 1007 s and 1033 s on vLLM on
+# a quiet 2-core machine, cold caches and engine start included (about 250 s fixed, 27 s per
+# instruction), for 26 and 28 instructions. With 6 samples (about 22 s per instruction) 56 seeds
+# fit; the 200-file batch holds more than that after the filters.
+DEFAULT_STDLIB_MAX_SEEDS = 56
+DEFAULT_STDLIB_FILES = 200
 
 
 def _default_home() -> Path:
@@ -372,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="register a seed batch and materialize it through Dagster")
     run.add_argument("--seeds", help="a seed file or folder (.py folder, .tar.gz/.zip, .jsonl/.parquet with `content`), local or s3://bucket/key; default: a standard-library batch")
     run.add_argument("--select", help="comma-separated assets to materialize (default: every stage)")
-    run.add_argument("--stdlib-files", type=int, default=int(os.environ.get("AMR_STDLIB_FILES", "150")), help="files in the default standard-library batch (0 = all)")
+    run.add_argument("--stdlib-files", type=int, default=int(os.environ.get("AMR_STDLIB_FILES", DEFAULT_STDLIB_FILES)), help="files in the default standard-library batch (0 = all)")
     run.add_argument("--max-seeds", type=int, default=None, help="cap on deduplicated seeds entering generation (default: 32 for the standard-library batch, none for --seeds; 0 = no cap)")
     run.add_argument("--profile", help="settings profile: embedded (default; small-model settings) or selfcodealign (the reference's settings); files under amr_dagster/prompts/profiles/")
     run.add_argument("--n-samples", type=int, default=None, help="responses sampled per instruction (default: the profile's, 8 for embedded)")

@@ -46,7 +46,9 @@ def test_selfcodealign_holds_the_reference_settings():
     assert export.dedup_function_names and export.dedup_on_code_representation
     # I->R stops after the tests: the next example header ends the completion, one call.
     assert "\n## Example" in templates_named(g.templates_file)["responses"].stop
-    assert not g.tests_call and not g.same_category_shots
+    assert not g.tests_call and not g.same_category_shots and not g.sibling_tests  # own tests only
+    # the one departure, for small runs: up to 3 attempts per S->C / C->I row
+    assert (g.concept_attempts, g.instruction_attempts) == (3, 3)
 
 
 def test_explicit_non_default_values_win_over_the_profile():
