@@ -226,7 +226,7 @@ def _make_paper_judge(
             for row in rows
         ]
         results = []
-        for samples in engine.generate(requests):
+        for samples in generate_tracked(engine, requests, "docstring_judge"):
             answers = [c.text for c in samples if c.ok]
             if not answers:
                 results.append((UNPARSED, f"<error: {samples[0].error if samples else 'no answer'}>"))

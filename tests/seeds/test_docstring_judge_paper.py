@@ -91,6 +91,18 @@ def test_votes_are_sampled_and_kept_in_the_raw_answer():
     assert single([{"id": "b", "code": inspect.getsource(textwrap.dedent)}]) == [(NO, "No")]
 
 
+def test_both_judges_report_progress_as_the_docstring_judge_task():
+    """A paper-judge run on a CPU spends minutes on its prompts: it reports like the other judge."""
+    from amr_dagster import progress
+
+    for mode in ("signature", "paper"):
+        events: list = []
+        judge = make_judge(_Scripted([" Yes"]), mode=mode, votes=1)
+        with progress.sink(events.append):
+            judge([{"id": "a", "code": inspect.getsource(textwrap.dedent)}])
+        assert {e.name for e in events} == {"docstring_judge"} and events[-1].finished, mode
+
+
 def test_unknown_mode_is_refused():
     with pytest.raises(ValueError, match="signature, paper"):
         make_judge(_Scripted([]), mode="strict")
