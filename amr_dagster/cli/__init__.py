@@ -368,6 +368,8 @@ def cmd_pools(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from amr_dagster.generation.config import GenerationConfig  # a dataclass, cheap to import
+
     parser = argparse.ArgumentParser(prog="amr-dagster", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -375,9 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", help="a seed file or folder (.py folder, .tar.gz/.zip, .jsonl/.parquet with `content`), local or s3://bucket/key; default: a standard-library batch")
     run.add_argument("--select", help="comma-separated assets to materialize (default: every stage)")
     run.add_argument("--stdlib-files", type=int, default=int(os.environ.get("AMR_STDLIB_FILES", DEFAULT_STDLIB_FILES)), help="files in the default standard-library batch (0 = all)")
-    run.add_argument("--max-seeds", type=int, default=None, help="cap on deduplicated seeds entering generation (default: 32 for the standard-library batch, none for --seeds; 0 = no cap)")
+    run.add_argument("--max-seeds", type=int, default=None, help=f"cap on deduplicated seeds entering generation (default: {DEFAULT_STDLIB_MAX_SEEDS} for the standard-library batch, none for --seeds; 0 = no cap)")
     run.add_argument("--profile", help="settings profile: embedded (default; small-model settings) or selfcodealign (the reference's settings); files under amr_dagster/prompts/profiles/")
-    run.add_argument("--n-samples", type=int, default=None, help="responses sampled per instruction (default: the profile's, 8 for embedded)")
+    run.add_argument("--n-samples", type=int, default=None, help=f"responses sampled per instruction (default: the profile's, {GenerationConfig().n_samples} for embedded)")
     run.add_argument("--data-dir", help="data root: a folder or s3://bucket/prefix (default $AMR_DATA_DIR or ./.amr/data)")
     run.add_argument("--no-typecheck", action="store_true", help="skip the pyright filter")
     run.add_argument("--no-judge", action="store_true", help="skip the LLM docstring judge")
