@@ -15,7 +15,7 @@ What is measured, for N and 4N deduplicated seeds (real standard-library functio
   (``tests/fixtures/recorded``), so parsing, rejections and sandbox runs are those of real
   model text.
 * **direct**: read the ``deduped_seeds`` Parquet, call ``seed_concepts``, ``instructions``,
-  ``responses``, open the local sandbox, ``execute_responses``, close it: frames passed in
+  ``responses``, open the local sandbox, ``run_in_sandbox`` (own and sibling tests), close it: frames passed in
   memory, nothing written.
 * **dagster**: ``amr_pipeline.execute_in_process`` of the same four assets for the seed-batch
   partition on a persistent (SQLite) instance, with the code location's own resources configured
@@ -179,10 +179,10 @@ def generation_config():
 
 def direct_run(site: Site, key: str, engine_factory: Callable[[], Any], sandbox_backend: str = "local") -> dict[str, Any]:
     """The stages as plain function calls, frames in memory; returns counts and LLM usage."""
-    from amr_dagster.generation.execution import execute_responses
     from amr_dagster.generation.concepts import seed_concepts
     from amr_dagster.generation.instructions import instructions
     from amr_dagster.generation.responses import responses
+    from amr_dagster.generation.stages import run_in_sandbox
     from amr_dagster.outcomes import accepted
     from amr_dagster.sandbox.auto import open_sandbox
     from amr_dagster.storage.frames import FrameStore
@@ -201,7 +201,7 @@ def direct_run(site: Site, key: str, engine_factory: Callable[[], Any], sandbox_
         resource = SandboxResource(backend=sandbox_backend)
         sandbox = open_sandbox(sandbox_backend)
         try:
-            executed, _ = execute_responses(samples, sandbox, resource.limits())
+            executed = run_in_sandbox(responses=samples, sandbox=sandbox, limits=resource.limits(), generation=config).frame
         finally:
             sandbox.close()
         out.update(executed=executed.height, passed=accepted(executed).height)
