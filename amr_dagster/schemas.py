@@ -140,6 +140,15 @@ ORIGIN_COLUMNS: dict[str, pl.DataType] = {"code_from": pl.String(), "tests_from"
 #: ``executed_responses``: the parsed samples with their sandbox verdicts, and the sibling-tests rows.
 EXECUTED_SCHEMA: dict[str, pl.DataType] = {**RESPONSE_SCHEMA, **VERDICT_COLUMNS, **ORIGIN_COLUMNS}
 
+
+def own_and_sibling_rows(executed: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(the samples' own rows, the sibling-tests rows) of an ``executed_responses`` frame; a
+    frame written before sibling tests existed holds own rows only."""
+    if "tests_from" not in executed.columns:
+        return executed, executed.head(0)
+    sibling = pl.col("tests_from").is_not_null()
+    return executed.filter(~sibling), executed.filter(sibling)
+
 #: A response to an instruction, as evolution writes it and verification keeps it (``parent_id``:
 #: the response it came from).
 RESPONSE_PAIR_COLUMNS: dict[str, Any] = {

@@ -50,6 +50,7 @@ from amr_dagster.llm.registry import EngineSpec, build_engine
 from amr_dagster.outcomes import accepted, reason_prefix
 from amr_dagster.sandbox.auto import open_sandbox
 from amr_dagster.sandbox.base import Limits
+from amr_dagster.schemas import own_and_sibling_rows
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
@@ -113,7 +114,7 @@ def execute_variant(samples: pl.DataFrame, sandbox, config: GenerationConfig, ta
     started = time.perf_counter()
     executed = run_in_sandbox(responses=samples, sandbox=sandbox, limits=Limits(), generation=config).frame
     tally.sandbox_s += time.perf_counter() - started
-    own = executed.filter(pl.col("tests_from").is_null())
+    own = own_and_sibling_rows(executed)[0]
     if dump is not None:  # every sample with its verdict, for reading what failed
         dump.parent.mkdir(parents=True, exist_ok=True)
         samples.join(own.select("id", "sandbox_status", "sandbox_detail", pl.col("status").alias("executed_status")), on="id", how="left").write_parquet(dump)

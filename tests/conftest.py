@@ -47,3 +47,13 @@ def amr_storage(request: pytest.FixtureRequest, amr_env: dict, tmp_path: Path, m
     root = request.getfixturevalue("s3_root")
     monkeypatch.setenv("AMR_DATA_DIR", root)
     return {**amr_env, "data": root}
+
+
+@pytest.fixture(scope="module")
+def local_sandbox():
+    """The real local (bubblewrap) sandbox with two workers, one per test module."""
+    from amr_dagster.sandbox.auto import open_sandbox
+
+    sandbox = open_sandbox("local", workers=2)
+    yield sandbox
+    sandbox.close()

@@ -287,13 +287,11 @@ def _print_pass_rate(store, key: str, selected: list[str]) -> None:
     import polars as pl
 
     from amr_dagster.sandbox.base import Status
+    from amr_dagster.schemas import own_and_sibling_rows
 
     if "executed_responses" in selected and store.exists("executed_responses", key):
         executed = store.read("executed_responses", key)
-        if "tests_from" not in executed.columns:  # written before sibling tests
-            executed = executed.with_columns(pl.lit(None, dtype=pl.List(pl.String())).alias("tests_from"))
-        pooled = executed.filter(pl.col("tests_from").is_not_null())
-        own = executed.filter(pl.col("tests_from").is_null())
+        own, pooled = own_and_sibling_rows(executed)
         judged = own.filter(pl.col("sandbox_status") != Status.INFRA_ERROR.value)
         passed = judged.filter(pl.col("sandbox_status") == Status.PASSED.value).height
         rate = passed / judged.height if judged.height else 0.0

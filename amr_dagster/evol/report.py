@@ -28,7 +28,7 @@ from typing import Any
 import polars as pl
 
 from amr_dagster.sandbox.base import Status
-from amr_dagster.schemas import ID, PARENT, VERDICT
+from amr_dagster.schemas import ID, PARENT, VERDICT, own_and_sibling_rows
 from amr_dagster.outcomes import ACCEPTED, STATUS
 
 PASSED = Status.PASSED.value
@@ -75,9 +75,9 @@ def evol_report(
     it the per-sample rate counts only the executed ones.
     """
     all_rows = direct_executed.to_dicts()
-    # A sibling-tests row (one sample's code, another's tests) is not a sample: the per-sample
+    # A sibling-tests row (one sample's code, others' tests) is not a sample: the per-sample
     # rates count the samples' own verdicts; it does count for its instruction.
-    direct_rows = [r for r in all_rows if not r.get("tests_from")]
+    direct_rows = own_and_sibling_rows(direct_executed)[0].to_dicts()
     executed = [r for r in direct_rows if r.get(VERDICT) and r.get(VERDICT) != INFRA_ERROR]
     instructions = {r[PARENT] for r in all_rows}
     passing_instructions = {r[PARENT] for r in all_rows if r.get(VERDICT) == PASSED}

@@ -8,15 +8,6 @@ from amr_dagster.outcomes import with_status
 from amr_dagster.sandbox.base import Limits
 
 
-@pytest.fixture(scope="module")
-def local_sandbox():
-    from amr_dagster.sandbox.auto import open_sandbox
-
-    sandbox = open_sandbox("local", workers=2)
-    yield sandbox
-    sandbox.close()
-
-
 def test_execute_responses_keeps_every_sample_with_its_verdict(local_sandbox):
     rows = pl.DataFrame(
         {

@@ -1,7 +1,6 @@
 """Sibling tests: a sample's code against its siblings' tests, in the real local sandbox."""
 
 import polars as pl
-import pytest
 
 from amr_dagster.accounting import accounting
 from amr_dagster.evol.report import evol_report
@@ -33,15 +32,6 @@ def samples(rows: list[tuple[str, str, int, str | None, str | None, str | None]]
         }
     )
     return with_status(frame, [r[5] for r in rows])
-
-
-@pytest.fixture(scope="module")
-def local_sandbox():
-    from amr_dagster.sandbox.auto import open_sandbox
-
-    sandbox = open_sandbox("local", workers=2)
-    yield sandbox
-    sandbox.close()
 
 
 def test_right_code_with_wrong_tests_passes_its_siblings_pooled_tests(local_sandbox):
