@@ -57,3 +57,14 @@ def local_sandbox():
     sandbox = open_sandbox("local", workers=2)
     yield sandbox
     sandbox.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """A failing test that used the session's S3 server reports the end of that server's log
+    (a SeaweedFS "InternalError" says nothing by itself; its log says why)."""
+    outcome = yield
+    report = outcome.get_result()
+    server = getattr(item, "funcargs", {}).get("s3_server")
+    if report.failed and server is not None:
+        report.sections.append(("SeaweedFS log (last lines)", server.log_tail()))

@@ -67,6 +67,12 @@ class S3Server:
     access_key: str = "amr-test"
     secret_key: str = "amr-test-secret"
     region: str = "us-east-1"
+    log: Path | None = None  # the server's own log, quoted in a failing test's report
+
+    def log_tail(self, lines: int = 40) -> str:
+        if self.log is None or not self.log.exists():
+            return "(no server log)"
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
     def env(self) -> dict[str, str]:
         """The standard AWS variables that point boto3 (and dagster-aws) at this server."""
@@ -96,28 +102,44 @@ class S3Server:
         return name
 
 
+# Every bucket is a SeaweedFS collection that grows 7 volumes on its first write. With
+# ``-volume.max=0`` the volume count is free disk / volume size, so on a machine with a few GB free
+# the session's server ran out of volumes after a handful of test buckets and every later write
+# failed ("No writable volumes": CI, stop 22). Volumes are sparse files (not preallocated), so a
+# fixed, generous count costs no disk.
+VOLUME_SIZE_MB = 16
+MAX_VOLUMES = 1000
+
+
+def weed_server_command(folder: Path, ports: list[int]) -> list[str]:
+    """``weed server`` with master, volume, filer and S3 on ``ports`` (each with its gRPC port at
+    +10000, set explicitly) and its data in ``folder``."""
+    master, volume, filer, s3 = ports
+    return [
+        weed_binary(), "server",
+        f"-dir={folder}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+        f"-master.port={master}", f"-master.port.grpc={master + 10000}",
+        f"-volume.port={volume}", f"-volume.port.grpc={volume + 10000}",
+        f"-filer.port={filer}", f"-filer.port.grpc={filer + 10000}",
+        "-s3", f"-s3.port={s3}", f"-s3.port.grpc={s3 + 10000}",
+        "-s3.port.iceberg=0", "-s3.port.lance=0",  # extra listeners on fixed ports otherwise
+        f"-master.volumeSizeLimitMB={VOLUME_SIZE_MB}", f"-volume.max={MAX_VOLUMES}",
+    ]
+
+
 @contextmanager
 def seaweedfs(folder: Path) -> Iterator[S3Server]:
     """SeaweedFS serving S3 on free loopback ports with its data in ``folder``; stopped on exit."""
-    master, volume, filer, s3 = free_ports(4)  # each with its gRPC port at +10000, set explicitly
+    ports = free_ports(4)
     log_path = folder / "weed.log"
     log = log_path.open("w")
     proc = subprocess.Popen(
-        [
-            weed_binary(), "server",
-            f"-dir={folder}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-            f"-master.port={master}", f"-master.port.grpc={master + 10000}",
-            f"-volume.port={volume}", f"-volume.port.grpc={volume + 10000}",
-            f"-filer.port={filer}", f"-filer.port.grpc={filer + 10000}",
-            "-s3", f"-s3.port={s3}", f"-s3.port.grpc={s3 + 10000}",
-            "-s3.port.iceberg=0", "-s3.port.lance=0",  # extra listeners on fixed ports otherwise
-            "-master.volumeSizeLimitMB=64", "-volume.max=0",
-        ],
+        weed_server_command(folder, ports),
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    server = S3Server(endpoint=f"http://127.0.0.1:{s3}")
+    server = S3Server(endpoint=f"http://127.0.0.1:{ports[3]}", log=log_path)
     try:
         deadline = time.monotonic() + 120
         while True:

@@ -9,28 +9,20 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.s3_fixtures import S3Server, free_ports, weed_binary
+from tests.s3_fixtures import S3Server, free_ports, weed_server_command
 
 
 class RestartableSeaweed:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.ports = free_ports(4)  # master, volume, filer, s3 (each with its gRPC port at +10000)
-        self.server = S3Server(endpoint=f"http://127.0.0.1:{self.ports[3]}")
+        self.server = S3Server(endpoint=f"http://127.0.0.1:{self.ports[3]}", log=folder / "weed.log")
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 120) -> None:
-        master, volume, filer, s3 = self.ports
         with (self.folder / "weed.log").open("a") as log:
             self.proc = subprocess.Popen(
-                [
-                    weed_binary(), "server", f"-dir={self.folder}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-                    f"-master.port={master}", f"-master.port.grpc={master + 10000}",
-                    f"-volume.port={volume}", f"-volume.port.grpc={volume + 10000}",
-                    f"-filer.port={filer}", f"-filer.port.grpc={filer + 10000}",
-                    "-s3", f"-s3.port={s3}", f"-s3.port.grpc={s3 + 10000}", "-s3.port.iceberg=0", "-s3.port.lance=0",
-                    "-master.volumeSizeLimitMB=64", "-volume.max=0",
-                ],
+                weed_server_command(self.folder, self.ports),
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         deadline = time.monotonic() + timeout
