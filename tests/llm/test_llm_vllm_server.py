@@ -33,7 +33,9 @@ def server(checkpoint):  # noqa: F811
 @pytest.fixture(scope="module")
 def client(server, checkpoint):  # noqa: F811
     identity = ModelIdentity(engine=f"vllm-server {vllm_version()}", model=EMBEDDED_NAME, checkpoint_sha256=checkpoint.sha256)
-    engine = OpenAIEngine(server.base_url, EMBEDDED_NAME, max_concurrency=4, max_retries=2, identity=identity)
+    engine = OpenAIEngine(
+        server.base_url, EMBEDDED_NAME, max_concurrency=4, max_retries=2, identity=identity, server_nucleus=server.nucleus
+    )
     yield engine
     engine.close()
 
@@ -63,6 +65,22 @@ def test_batch_through_openai_backend_with_bounded_concurrency(client, llama, ch
     assert client.calls_made == sum(r.params.n for r in requests)
     again = cached.generate(requests)
     assert all(c.cached for row in again for c in row) and client.calls_made == sum(r.params.n for r in requests)
+
+
+def test_cpu_server_runs_float32_and_applies_top_p_through_the_nucleus_processor(server, client):
+    """The in-process engine's CPU settings reach the server: float32 (no native bf16 here) and
+    our top-p processor. The client sends ``top_p=1`` with the real top-p in ``vllm_xargs``; at
+    temperature 1 a top-p of 0.001 leaves one token per step, so every seed writes the greedy
+    text, which it would not if the server ignored the processor (plain T=1 sampling)."""
+    assert server.cpu and server.nucleus and client.server_nucleus
+    assert "dtype=torch.float32" in server.log_tail(200_000)
+    prompt = fewshot_prompt("Write a function `area(w, h)` that returns the area of a rectangle.")
+    greedy = client.generate([LLMRequest(prompt=prompt, params=SamplingParams(temperature=0.0, max_tokens=32))])[0][0]
+    nucleus = client.generate(
+        [LLMRequest(prompt=prompt, params=SamplingParams(temperature=1.0, top_p=0.001, max_tokens=32, seed=s)) for s in (1, 2, 3)]
+    )
+    assert greedy.ok and greedy.text.strip()
+    assert [row[0].text for row in nucleus] == [greedy.text] * 3
 
 
 def test_chat_completions(client):
