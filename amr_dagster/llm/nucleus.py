@@ -29,13 +29,21 @@ def nucleus_mask(logits: torch.Tensor, p: torch.Tensor, candidates: int = CANDID
     """Set to -inf, in place, every logit outside its row's top-``p`` nucleus; ``p`` is [rows]."""
     k = min(candidates, logits.shape[-1])
     values, _ = logits.topk(k, dim=-1)  # sorted descending
-    mass = torch.exp(values - torch.logsumexp(logits, dim=-1, keepdim=True))
+    top = values[:, :1]
+    # The softmax denominator, with each term's exponent clamped at -80: exp(-80) ~ 1.8e-35 is
+    # still a normal float32, while the far tail of 262k logits would otherwise underflow into
+    # denormals, which these CPUs compute several times slower (torch.logsumexp over a batch of 96
+    # rows took 0.63 s, this 0.17 s, the same values: the clamp adds under 1e-29 to a sum >= 1).
+    total = (logits - top).clamp_(min=-80.0).exp_().sum(dim=-1, keepdim=True)
+    mass = torch.exp(values - top) / total
     above = torch.cumsum(mass, dim=-1) - mass  # mass strictly above each candidate
     keep = above < p.unsqueeze(1)
     covered = mass.sum(dim=-1) >= p  # the nucleus ends inside the candidates
-    # The smallest kept logit of each row: everything below it leaves the nucleus.
+    # The smallest kept logit of each row: everything below it leaves the nucleus (nothing in a
+    # row whose nucleus the candidates do not cover: that row's threshold is -inf).
     threshold = values.gather(1, (keep.sum(dim=-1).clamp(min=1) - 1).unsqueeze(1))
-    logits.masked_fill_(covered.unsqueeze(1) & (logits < threshold), float("-inf"))
+    threshold.masked_fill_(~covered.unsqueeze(1), float("-inf"))
+    logits.masked_fill_(logits < threshold, float("-inf"))
     slow = (~covered).nonzero().squeeze(1)
     if slow.numel():
         logits[slow] = _sorted_nucleus(logits[slow], p[slow])
