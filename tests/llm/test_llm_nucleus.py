@@ -47,3 +47,32 @@ def test_same_nucleus_on_rows_whose_tail_underflows():
     fast = nucleus_mask(logits.clone(), p, candidates=256)
     assert torch.equal(kept(fast), kept(_sorted_nucleus(logits.clone(), p)))
     assert (kept(fast).sum(dim=1)[4:] > 256).all()  # the fallback rows did fall back
+
+
+def test_peaked_rows_need_no_pass_over_the_vocabulary(monkeypatch):
+    """Where the candidates' own mass bounds the denominator tightly enough, the nucleus comes
+    from the candidates alone; a heavy tail of tokens just below them (the bounds disagree)
+    takes the exact denominator and, here, the full sort. Both agree with the full sort."""
+    import amr_dagster.llm.nucleus as nucleus
+
+    torch.manual_seed(2)
+    peaked = torch.randn(6, 50_000) * 30  # the 256th candidate ~50 below the top, as after T=0.4 on Gemma
+    p = torch.tensor([0.95, 0.5, 0.99, 0.1, 0.9, 0.95])
+
+    def no_full_pass(*_):
+        raise AssertionError("a peaked row paid a pass over the whole vocabulary")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(nucleus, "_denominator", no_full_pass)
+        fast = nucleus_mask(peaked.clone(), p, candidates=256)
+    assert torch.equal(kept(fast), kept(_sorted_nucleus(peaked.clone(), p)))
+
+    heavy_tail = torch.full((1, 50_000), 5.0)
+    heavy_tail[0, :3] = torch.tensor([10.0, 9.0, 8.0])  # 0.45% of the mass; 49,997 tokens hold the rest
+    calls = []
+    monkeypatch.setattr(nucleus, "_denominator", lambda *a: calls.append(1) or nucleus_denominator(*a))
+    out = nucleus_mask(heavy_tail.clone(), torch.tensor([0.95]), candidates=64)
+    assert calls and torch.equal(kept(out), kept(_sorted_nucleus(heavy_tail.clone(), torch.tensor([0.95]))))
+
+
+from amr_dagster.llm.nucleus import _denominator as nucleus_denominator  # noqa: E402  (the real one, for the spy above)
