@@ -29,7 +29,7 @@ CANDIDATES = 256
 
 def nucleus_mask(logits: torch.Tensor, p: torch.Tensor, candidates: int = CANDIDATES) -> torch.Tensor:
     """Set to -inf, in place, every logit outside its row's top-``p`` nucleus; ``p`` is [rows]."""
-    rows, vocab = logits.shape
+    vocab = logits.shape[-1]
     k = min(candidates, vocab)
     values, _ = logits.topk(k, dim=-1)  # sorted descending
     top = values[:, :1]

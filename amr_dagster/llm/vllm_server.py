@@ -74,7 +74,7 @@ class VLLMServer:
         #: the nucleus processor is loaded: send top-p in ``vllm_xargs`` (``OpenAIEngine(server_nucleus=...)``)
         self.nucleus = self.cpu
         cpu_args = ["--dtype", cpu_dtype(), "--logits-processors", NUCLEUS_PROCESSOR] if self.cpu else []
-        self.env = {**os.environ, **(cpu_core_env() if self.cpu else {})}
+        self.env = {**(cpu_core_env() if self.cpu else {}), **os.environ}  # a value the user set wins
         self.args = [
             "--model", self.model,
             "--served-model-name", self.served_name,
