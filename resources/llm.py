@@ -58,7 +58,7 @@ class LLMResource(derive(EngineSpec, CoreResource, name="EngineFields")):  # typ
     def from_env(cls, role: str) -> "LLMResource":
         """A role configured now from ``AMR_<ROLE>_*`` variables, falling back to ``AMR_LLM_*``
         (for a deployment's own definitions). Read: BACKEND, MODEL, BASE_URL, MAX_CONCURRENCY,
-        N_CTX, N_THREADS, CACHE and API_KEY (the key through ``dg.EnvVar``, only when set)."""
+        N_CTX, N_THREADS, SERVER_NUCLEUS, CACHE and API_KEY (the key through ``dg.EnvVar``, only when set)."""
         fields: dict[str, Any] = {
             "role": role.lower(),
             "backend": _role_env(role, "BACKEND") or _DEFAULT_BACKEND,
@@ -69,6 +69,8 @@ class LLMResource(derive(EngineSpec, CoreResource, name="EngineFields")):  # typ
         for name, field in (("MAX_CONCURRENCY", "max_concurrency"), ("N_CTX", "n_ctx"), ("N_THREADS", "n_threads")):
             if _role_env(role, name):
                 fields[field] = int(_role_env(role, name))
+        if _role_env(role, "SERVER_NUCLEUS"):  # the served vLLM-CPU has the nucleus processor
+            fields["server_nucleus"] = _role_env(role, "SERVER_NUCLEUS").lower() in ("1", "true", "yes")
         role = role.upper()
         for var in (f"AMR_{role}_API_KEY", "AMR_LLM_API_KEY"):
             if var in os.environ:

@@ -36,6 +36,9 @@ def test_from_env_reads_role_then_shared_variables(monkeypatch: pytest.MonkeyPat
     assert teacher.spec().api_key == "s3cret"
     assert "s3cret" not in repr(teacher.spec())
     assert (generator.model, generator.api_key) == ("", "")
+    assert not generator.spec().server_nucleus
+    monkeypatch.setenv("AMR_GENERATOR_SERVER_NUCLEUS", "1")  # a vLLM-CPU server with the top-p processor
+    assert LLMResource.from_env("generator").spec().server_nucleus
 
 
 def test_usage_snapshot_does_not_load_a_model(tmp_path) -> None:
