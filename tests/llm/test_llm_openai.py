@@ -239,17 +239,18 @@ def test_top_p_travels_in_vllm_xargs_only_to_a_nucleus_server():
     """A vLLM-CPU server with the nucleus processor gets ``top_p=1`` and the real top-p in
     ``vllm_xargs``; any other server gets plain ``top_p`` (OpenAI refuses unknown fields), and a
     greedy or top-p-1 request carries no ``vllm_xargs`` either way."""
-    sampled = LLMRequest(prompt="x", params=SamplingParams(temperature=0.7, top_p=0.95, max_tokens=4))
+    sampled = LLMRequest(prompt="x", params=SamplingParams(temperature=0.7, top_p=0.95, max_tokens=4, seed=7))
     greedy = LLMRequest(prompt="x", params=SamplingParams(temperature=0.0, top_p=0.95, max_tokens=4))
     nucleus = OpenAIEngine("http://127.0.0.1:9", "m", server_nucleus=True)
     plain = OpenAIEngine("http://127.0.0.1:9", "m")
     try:
         _, body = nucleus._body(sampled)
         assert body["top_p"] == 1.0 and body["vllm_xargs"] == {"amr_top_p": 0.95}
+        assert "seed" not in body  # unseeded on a vLLM-CPU server, as in-process
         _, body = nucleus._body(greedy)
         assert body["top_p"] == 0.95 and "vllm_xargs" not in body
         _, body = plain._body(sampled)
-        assert body["top_p"] == 0.95 and "vllm_xargs" not in body
+        assert body["top_p"] == 0.95 and "vllm_xargs" not in body and body["seed"] == 7
     finally:
         nucleus.close()
         plain.close()

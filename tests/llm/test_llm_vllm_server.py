@@ -71,7 +71,8 @@ def test_cpu_server_runs_float32_and_applies_top_p_through_the_nucleus_processor
     """The in-process engine's CPU settings reach the server: float32 (no native bf16 here) and
     our top-p processor. The client sends ``top_p=1`` with the real top-p in ``vllm_xargs``; at
     temperature 1 a top-p of 0.001 leaves one token per step, so every seed writes the greedy
-    text, which it would not if the server ignored the processor (plain T=1 sampling)."""
+    text, which it would not if the server ignored the processor (plain T=1 sampling). (The
+    client leaves the seeds out for this server, so the three are three unseeded draws.)"""
     assert server.cpu and server.nucleus and client.server_nucleus
     assert "dtype=torch.float32" in server.log_tail(200_000)
     prompt = fewshot_prompt("Write a function `area(w, h)` that returns the area of a rectangle.")
