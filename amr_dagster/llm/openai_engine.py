@@ -31,6 +31,7 @@ import random
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import replace
 from typing import Any, Iterator, Sequence
 
 import httpx
@@ -89,6 +90,8 @@ class OpenAIEngine:
         # Lineage: the server's engine and checkpoint when the caller knows them (e.g. our own
         # vLLM server over a converted checkpoint), else just the model name.
         self.identity = identity or ModelIdentity(engine="openai", model=model)
+        if server_nucleus:  # seeds are not sent to such a server: rows must not claim them
+            self.identity = replace(self.identity, seeded=False)
         self.max_concurrency = max(1, max_concurrency)
         self.max_retries = max(0, max_retries)
         self.backoff_base_s = backoff_base_s

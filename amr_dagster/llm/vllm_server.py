@@ -71,8 +71,6 @@ class VLLMServer:
         self.port = 0
         #: vLLM's CPU build (``None``: this interpreter's vLLM says)
         self.cpu = vllm_on_cpu() if cpu is None else cpu
-        #: the nucleus processor is loaded: send top-p in ``vllm_xargs`` (``OpenAIEngine(server_nucleus=...)``)
-        self.nucleus = self.cpu
         cpu_args = ["--dtype", cpu_dtype(), "--logits-processors", NUCLEUS_PROCESSOR] if self.cpu else []
         self.env = {**(cpu_core_env() if self.cpu else {}), **os.environ}  # a value the user set wins
         self.args = [
@@ -89,6 +87,12 @@ class VLLMServer:
         self.stop_timeout_s = stop_timeout_s
         self.process: subprocess.Popen | None = None
         self.log_path: Path | None = None
+
+    @property
+    def nucleus(self) -> bool:
+        """The nucleus processor is loaded (on a CPU): clients send top-p in ``vllm_xargs``
+        (``OpenAIEngine(server_nucleus=...)``)."""
+        return self.cpu
 
     @property
     def base_url(self) -> str:

