@@ -17,7 +17,7 @@ from amr_dagster.llm.cache import MemoryCache  # noqa: E402
 from amr_dagster.llm.cached import CachedEngine  # noqa: E402
 from amr_dagster.llm.embedded_model import EMBEDDED_NAME  # noqa: E402
 from amr_dagster.llm.openai_engine import OpenAIEngine  # noqa: E402
-from amr_dagster.llm.vllm_engine import vllm_version  # noqa: E402
+from amr_dagster.llm.vllm_engine import cpu_dtype, vllm_version  # noqa: E402
 from amr_dagster.llm.vllm_server import VLLMServer  # noqa: E402
 
 # Engine starts take 1.5-3 minutes on two idle cores, far longer on a loaded machine.
@@ -67,14 +67,15 @@ def test_batch_through_openai_backend_with_bounded_concurrency(client, llama, ch
     assert all(c.cached for row in again for c in row) and client.calls_made == sum(r.params.n for r in requests)
 
 
-def test_cpu_server_runs_float32_and_applies_top_p_through_the_nucleus_processor(server, client):
-    """The in-process engine's CPU settings reach the server: float32 (no native bf16 here) and
-    our top-p processor. The client sends ``top_p=1`` with the real top-p in ``vllm_xargs``; at
+def test_cpu_server_runs_the_cpu_dtype_and_applies_top_p_through_the_nucleus_processor(server, client):
+    """The in-process engine's CPU settings reach the server: the dtype ``cpu_dtype`` picks
+    (float32 where the CPU has no native bf16, as here; CI's machine has it) and our top-p
+    processor. The client sends ``top_p=1`` with the real top-p in ``vllm_xargs``; at
     temperature 1 a top-p of 0.001 leaves one token per step, so every seed writes the greedy
     text, which it would not if the server ignored the processor (plain T=1 sampling). (The
     client leaves the seeds out for this server, so the three are three unseeded draws.)"""
     assert server.cpu and server.nucleus and client.server_nucleus
-    assert "dtype=torch.float32" in server.log_tail(200_000)
+    assert f"dtype=torch.{cpu_dtype()}" in server.log_tail(200_000)
     prompt = fewshot_prompt("Write a function `area(w, h)` that returns the area of a rectangle.")
     greedy = client.generate([LLMRequest(prompt=prompt, params=SamplingParams(temperature=0.0, max_tokens=32))])[0][0]
     nucleus = client.generate(
