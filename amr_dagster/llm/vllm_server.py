@@ -47,6 +47,10 @@ from amr_dagster.llm.vllm_engine import (
 )
 
 
+#: How long ``stop`` waits for the rest of the process group once the leader has exited.
+GROUP_EXIT_S = 10.0
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -163,10 +167,17 @@ class VLLMServer:
                 break
             except subprocess.TimeoutExpired:
                 continue
-        try:  # the group may outlive its leader for a moment (the engine core shutting down)
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        # The group may outlive its leader for a moment (the engine core shutting down, or killed
+        # but not yet reaped): kill it and wait, briefly, until it is gone.
+        deadline = time.monotonic() + GROUP_EXIT_S
+        while True:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                break
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         if self.log_path is not None:
             self.log_path.unlink(missing_ok=True)
         return process.returncode
