@@ -84,7 +84,8 @@ def candidate_nucleus(
         z = _denominator(logits[unsure] / t[unsure], top[unsure])
         kept[unsure] = (above[unsure] < (p[unsure] * z).unsqueeze(1)).sum(dim=-1)
         covered[unsure] = head_mass[unsure] >= p[unsure] * z  # else the nucleus goes past the candidates
-    outside = torch.arange(k, device=logits.device).unsqueeze(0) >= kept.unsqueeze(1)
+    # The top token always stays (a top-p of 0 is greedy rather than an empty nucleus).
+    outside = torch.arange(k, device=logits.device).unsqueeze(0) >= kept.clamp(min=1).unsqueeze(1)
     return index, head.masked_fill_(outside, 0.0), covered
 
 
@@ -102,7 +103,9 @@ def sorted_nucleus(scaled: torch.Tensor, p: torch.Tensor) -> tuple[torch.Tensor,
     ordered, index = scaled.sort(dim=-1, descending=True)
     probs = ordered.softmax(dim=-1)
     above = torch.cumsum(probs, dim=-1) - probs
-    return index, probs.masked_fill_(above >= p.unsqueeze(1), 0.0)
+    outside = above >= p.unsqueeze(1)
+    outside[:, 0] = False  # the top token always stays
+    return index, probs.masked_fill_(outside, 0.0)
 
 
 def _sorted_sample(scaled: torch.Tensor, p: torch.Tensor) -> torch.Tensor:

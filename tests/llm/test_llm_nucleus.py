@@ -44,6 +44,9 @@ def test_nucleus_is_the_smallest_prefix_reaching_p():
     assert kept(logits, 0.8) == {0, 1}
     assert kept(logits, 0.81) == {0, 1, 2}
     assert kept(logits, 1e-6) == {0}
+    assert kept(logits, 0.0) == {0}  # a top-p of 0 is greedy, not an empty nucleus (no failed draw)
+    assert nucleus_sample(logits, one, torch.tensor([0.0])).tolist() == [0]
+    assert support(*sorted_nucleus(logits, torch.tensor([0.0]))) == [{0}]
     assert kept(logits[:, [2, 0, 3, 1]], 0.8) == {1, 3}  # order in the vocabulary does not matter
 
 
