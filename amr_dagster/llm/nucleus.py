@@ -19,7 +19,7 @@ nucleus).
 
 ``vllm_nucleus.NucleusLogitsProcessor`` runs it inside vLLM: the engine sends such a request to
 vLLM as greedy (``temperature=0``) with its real temperature and top-p in ``extra_args``
-(``processor_args``); the processor raises the drawn token to the top of its row, and vLLM's
+(``vllm_sampling``); the processor raises the drawn token to the top of its row, and vLLM's
 greedy path (one argmax) emits it. This module needs only torch, so it is tested without vLLM.
 """
 
@@ -36,13 +36,14 @@ TEMPERATURE_ARG = "amr_temperature"
 CANDIDATES = 256
 
 
-def processor_args(temperature: float, top_p: float) -> dict[str, Any] | None:
-    """The ``extra_args`` that hand a request to the processor (to send with ``temperature=0``
-    and ``top_p=1``), or ``None`` where vLLM's own sampler serves it as well: greedy requests and
-    top-p 1 (whose nucleus is the whole vocabulary)."""
+def vllm_sampling(temperature: float, top_p: float) -> tuple[float, float, dict[str, Any] | None]:
+    """What vLLM-CPU is sent for a request's settings: (temperature, top_p, extra_args). A sampled
+    request with top-p below 1 goes to the processor: greedy for vLLM, its real settings in
+    ``extra_args``. Greedy requests and top-p 1 (whose nucleus is the whole vocabulary) go to
+    vLLM's own sampler as they are."""
     if temperature > 0 and top_p < 1.0:
-        return {TOP_P_ARG: top_p, TEMPERATURE_ARG: temperature}
-    return None
+        return 0.0, 1.0, {TOP_P_ARG: top_p, TEMPERATURE_ARG: temperature}
+    return temperature, top_p, None
 
 
 def nucleus_sample(

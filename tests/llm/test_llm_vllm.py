@@ -21,7 +21,7 @@ from amr_dagster.llm.base import EngineUnavailable, LLMRequest, SamplingParams  
 from amr_dagster.llm.cache import MemoryCache  # noqa: E402
 from amr_dagster.llm.cached import CachedEngine  # noqa: E402
 from amr_dagster.llm.embedded_model import EMBEDDED_NAME  # noqa: E402
-from amr_dagster.llm.nucleus import processor_args  # noqa: E402
+from amr_dagster.llm.nucleus import vllm_sampling  # noqa: E402
 from amr_dagster.llm.vllm_engine import VLLMEngine, vllm_on_cpu  # noqa: E402
 
 # Engine starts take 1.5-3 minutes on two idle cores, far longer on a loaded machine.
@@ -128,7 +128,8 @@ def test_top_p_runs_through_the_nucleus_processor(engine):
     tiny = SamplingParams(temperature=1.0, top_p=1e-6, max_tokens=24)
     if vllm_on_cpu():
         sent = engine.sampling_params(LLMRequest(prompt="x", params=tiny))
-        assert (sent.temperature, sent.top_p, sent.extra_args) == (0.0, 1.0, processor_args(1.0, 1e-6))
+        assert (sent.temperature, sent.top_p, sent.extra_args) == vllm_sampling(1.0, 1e-6)
+        assert (sent.temperature, sent.top_p) == (0.0, 1.0) and sent.extra_args
     sampled = engine.generate([LLMRequest(prompt=p, params=tiny) for p in prompts])
     greedy_out = engine.generate([LLMRequest(prompt=p, params=greedy()) for p in prompts])
     assert [r[0].text for r in sampled] == [r[0].text for r in greedy_out]
