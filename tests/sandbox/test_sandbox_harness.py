@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -296,6 +297,39 @@ def _one_shot_in_bwrap(job) -> SandboxResult:
 def test_one_shot_mode_in_a_real_sandbox(code, tests, status):
     result = _one_shot_in_bwrap(harness.build_job(code, tests))
     assert result.status is status, result.detail
+
+
+STALLED_FORK_SERVER = """
+import json, os, signal, sys, time
+sys.path.insert(0, {root!r})
+from amr_dagster.sandbox.base import Limits
+from amr_dagster.sandbox.harness import limits_dict
+from amr_dagster.sandbox.runner.fork_server import ForkServer
+from amr_dagster.sandbox.runner.supervisor import supervise
+os.mkdir("/tmp/job")
+os.chdir("/tmp/job")
+fork_server = ForkServer("/tmp/job")
+os.kill(fork_server.pid, signal.SIGSTOP)
+started = time.monotonic()
+report = supervise("x = 1\\n", "assert x == 1\\n", limits_dict(Limits(wall_s=1.0)), fork_server=fork_server)
+print(json.dumps({{"status": report["status"], "detail": report["detail"], "s": time.monotonic() - started}}))
+"""
+
+
+def test_a_fork_server_stopped_before_it_reports_the_pid_cannot_hang_the_supervisor():
+    # A job's child runs as soon as it is forked, so on a loaded machine it can stop its
+    # parent (the fork server) before the fork server has sent the child's pid (CI saw this:
+    # the worker never answered). Here the fork server is stopped before the job is sent; the
+    # supervisor, pid 1 of a real pid namespace as in a worker, must still end the job at its
+    # wall time.
+    root = str(Path(__file__).resolve().parents[2])
+    argv = ["bwrap", "--unshare-pid", "--die-with-parent", "--ro-bind", "/", "/", "--proc", "/proc",
+            "--dev", "/dev", "--tmpfs", "/tmp", "--as-pid-1", sys.executable, "-c", STALLED_FORK_SERVER.format(root=root)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["status"] == Status.TIMEOUT.value, report
+    assert report["s"] < 10, report
 
 
 # ----------------------------------------------------------------------------- auto

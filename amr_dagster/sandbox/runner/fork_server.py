@@ -46,16 +46,18 @@ class ForkServer:
         self.alive = True
 
     def spawn(self, job_fd: int, result_w: int, out_w: int, err_w: int) -> "ForkServerChild | None":
-        """A child running the job in ``job_fd``; None if the fork server is gone."""
+        """A child running the job in ``job_fd``; None if the fork server is gone.
+
+        Returns at once: the child's pid arrives later on the channel, like its end. Waiting
+        for it here would let a job hang the supervisor: the child runs as soon as it is
+        forked and may stop the fork server before the fork server reports the pid.
+        """
         try:
             socket.send_fds(self.channel, [b"J"], [job_fd, result_w, out_w, err_w])
-            reply = self.channel.recv(64)
         except OSError:
-            reply = b""
-        if len(reply) != 8:
             self.close()
             return None
-        return ForkServerChild(self, int.from_bytes(reply, "big"))
+        return ForkServerChild(self)
 
     def close(self) -> None:
         if self.alive:
@@ -64,24 +66,36 @@ class ForkServer:
 
 
 class ForkServerChild:
-    """A job's child forked by the fork server; the supervisor watches the fork server's channel."""
+    """A job's child forked by the fork server; the supervisor watches the fork server's channel,
+    which carries the child's pid, then its wait status and CPU time (or EOF if the fork server dies)."""
 
-    def __init__(self, fork_server: ForkServer, pid: int):
-        self.fork_server, self.pid = fork_server, pid
-        self.exit_fd = fork_server.channel.fileno()  # the wait status arrives here (or EOF)
+    def __init__(self, fork_server: ForkServer):
+        self.fork_server = fork_server
+        self.pid: int | None = None
+        self.status: int | None = None
+        self.cpu = 0.0
+        self.exit_fd = fork_server.channel.fileno()
         self.fork_server_killed = False
+
+    def exit_ready(self) -> bool:
+        """Take the message waiting on the channel: True once the child's end (or the fork
+        server's) is known, False if it was the pid."""
+        message = self.fork_server.channel.recv(64)
+        if len(message) == 8:
+            self.pid = int.from_bytes(message, "big")
+            return False
+        if len(message) == 16:
+            self.status, self.cpu = int.from_bytes(message[:8], "big", signed=True), struct.unpack("d", message[8:])[0]
+        else:  # EOF: the fork server died before the child was done -- killed by the job
+            self.fork_server_killed = True
+        return True
 
     def finish(self) -> tuple[int | None, float, int]:
         """Reap the child (through the fork server), kill leftovers: (wait status, CPU s, leftovers)."""
-        status, cpu = None, 0.0
-        ready = select.select([self.exit_fd], [], [], 0)[0]
-        message = self.fork_server.channel.recv(64) if ready else None
-        if message and len(message) == 16:
-            status, cpu = int.from_bytes(message[:8], "big", signed=True), struct.unpack("d", message[8:])[0]
-        elif message is not None:  # EOF: the fork server died before the child was done -- killed by the job
-            self.fork_server_killed = True
-        if status is None:  # still running (timeout, output flood, host gone) or fork_server dead
-            return status, cpu, self._end_all()
+        while self.status is None and not self.fork_server_killed and select.select([self.exit_fd], [], [], 0)[0]:
+            self.exit_ready()
+        if self.status is None:  # still running (timeout, output flood, host gone), fork server stopped or dead
+            return None, self.cpu, self._end_all()
         leftovers = 0
         while True:  # job processes that exited after the child did were reparented to us
             try:
@@ -97,7 +111,7 @@ class ForkServerChild:
         others = [name for name in os.listdir("/proc") if name.isdigit() and int(name) not in (1, self.fork_server.pid)]
         if others or not self.fork_server.alive or self.fork_server_killed:
             leftovers += self._end_all()
-        return status, cpu, leftovers
+        return self.status, self.cpu, leftovers
 
     def _end_all(self) -> int:
         self.fork_server.close()

@@ -128,6 +128,10 @@ class _DirectChild:
         self.exit_fd = os.pidfd_open(self.pid)  # readable once the child has exited
         self.fork_server_killed = False
 
+    def exit_ready(self) -> bool:
+        """``exit_fd`` is readable: the child has exited."""
+        return True
+
     def finish(self) -> tuple[int | None, float, int]:
         """Kill the child and all it started, reap them: (wait status, CPU seconds, leftovers)."""
         try:
@@ -242,7 +246,7 @@ def supervise(program_source: str, tests_source: str, limits: dict, extra_fds: t
             if fd in extra_fds:
                 host_gone = True
             elif fd == child.exit_fd:
-                child_exited = True
+                child_exited = child.exit_ready()
             elif fd in open_fds and not drain(fd):
                 poller.unregister(fd)
                 open_fds.discard(fd)
