@@ -11,11 +11,11 @@ from __future__ import annotations
 import dagster as dg
 
 from assets import EVAL_ASSETS, EXTERNAL_ASSETS, GLOBAL_ASSETS, PARTITIONED_ASSETS, progress_log
-
-EVALUATION_JOB = "evaluation"
 from resources import default_resources
 from sensors.backfill_schedule import backfill_schedule
 from sensors.seed_sensor import PIPELINE_JOB, seed_file_sensor
+
+EVALUATION_JOB = "evaluation"
 
 progress_log.install()  # long stages report rows done / total, rate and ETA in the run's logs
 

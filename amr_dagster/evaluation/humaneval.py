@@ -27,10 +27,10 @@ from amr_dagster import progress
 from amr_dagster.generation.calls import generate_in_chunks, usage_of
 from amr_dagster.ids import request_seed
 from amr_dagster.llm.base import LLMEngine, LLMRequest, SamplingParams
-from amr_dagster.sandbox.base import Limits, Sandbox
+from amr_dagster.sandbox.base import Limits, Sandbox, Status
 from amr_dagster.sandbox.harness import build_job, run_with_retries
 
-PASSED, INFRA_ERROR = "passed", "infra_error"
+PASSED, INFRA_ERROR = Status.PASSED.value, Status.INFRA_ERROR.value  # verdicts are stored as their strings
 STOPS = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\nassert ")
 
 RESULT_SCHEMA: dict[str, pl.DataType] = {

@@ -54,7 +54,7 @@ def admit_seeds(candidates: pl.DataFrame, mode: str, sandbox: Sandbox | None = N
             for row in seeds.iter_rows(named=True)
         ]
         for row, result in zip(seeds.iter_rows(named=True), run_with_retries(sandbox, jobs)):
-            ok = result.status.value == "passed"
+            ok = result.passed
             reasons[row["_row"]] = None if ok else f"seed_failed_to_run: {result.status.value}"
     rows = candidates.to_dicts()
     for i, reason in reasons.items():
